@@ -1,0 +1,362 @@
+"""The scoped repository: the only door to patient data.
+
+Built from a :class:`RequestContext`, it checks the actor's roles and scopes, limits
+every query to what the actor may see, and records an audit event for every access to
+patient data (writes in the same transaction, reads group-committed before data is
+returned).  Adapters call it; they never touch tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from sqlalchemy import Connection, select
+
+from healthlink.access import roles as R
+from healthlink.access.context import RequestContext
+from healthlink.access.scopes import scopes_allow
+from healthlink.db import Database
+from healthlink.db import tables as t
+from healthlink.errors import (
+    Forbidden, HealthLinkError, Invalid, Issue, NotFound, PreconditionFailed, Unprocessable,
+)
+from healthlink.fhir import search as S
+from healthlink.fhir import store
+from healthlink.fhir.definitions import resource_types
+from healthlink.fhir.store import Stored
+from healthlink.fhir.validation import validate_resource
+from healthlink.ledger import AuditRecord, AuditWriter
+
+OPS = {"read": "r", "vread": "r", "history-instance": "r", "history-type": "s", "search-type": "s",
+       "create": "c", "update": "u", "delete": "d", "everything": "r"}
+
+
+@dataclass
+class Services:
+    """What a repository needs from the running platform."""
+
+    db: Database
+    audit: AuditWriter
+    base_url: str
+    default_page_size: int = 20
+    max_page_size: int = 1000
+    max_bundle_entries: int = 10000
+
+
+@dataclass
+class Written:
+    stored: Stored
+    created: bool
+
+
+class Repository:
+    def __init__(self, ctx: RequestContext, services: Services) -> None:
+        self.ctx = ctx
+        self.s = services
+        self.actor = ctx.actor
+
+    # ------------------------------------------------------------ access rules
+    def _permitted(self, res_type: str, op: str) -> bool:
+        return R.allowed(self.actor.roles, res_type, op) and scopes_allow(self.actor.scopes, res_type, op)
+
+    def _require(self, res_type: str, interaction: str) -> None:
+        if res_type not in resource_types():
+            raise NotFound(f"unknown resource type '{res_type}'",
+                           [Issue("not-supported", f"unknown resource type '{res_type}'", (res_type,))])
+        op = OPS[interaction]
+        if not self._permitted(res_type, op):
+            exc = Forbidden(f"your role and scopes do not allow {interaction} on {res_type}")
+            if R.data_class(res_type) != "directory":
+                self._audit_failure(interaction, exc, entities=[res_type])
+            raise exc
+
+    def visibility(self, res_type: str, op: str = "s"):  # noqa: ANN201
+        """SQL predicate of the rows of ``res_type`` this actor may see."""
+        if not self._permitted(res_type, op):
+            return False
+        if R.data_class(res_type) == "directory":
+            return True
+        if R.region_wide(self.actor.roles, res_type, op):
+            return True
+        if self.actor.institution_id is None:
+            return False
+        return t.resource.c.institution_id == self.actor.institution_id
+
+    def _can_see(self, s: Stored, op: str = "r") -> bool:
+        if R.data_class(s.res_type) == "directory" or R.region_wide(self.actor.roles, s.res_type, op):
+            return True
+        return self.actor.institution_id is not None and s.institution_id == self.actor.institution_id
+
+    def _can_write(self, s: Stored, op: str) -> bool:
+        if R.region_wide(self.actor.roles, s.res_type, op):
+            return True
+        return self.actor.institution_id is not None and s.institution_id == self.actor.institution_id
+
+    # ------------------------------------------------------------ audit
+    def _is_patient_data(self, res_type: str) -> bool:
+        return R.data_class(res_type) != "directory"
+
+    def _record(self, subtype: str, stored: list[Stored], *, query: str | None = None,
+                outcome: str = "success", desc: str | None = None) -> AuditRecord:
+        return AuditRecord(
+            subtype=subtype, agent=self.ctx.agent(), outcome=outcome, outcome_desc=desc,
+            patients={s.patient_id for s in stored if s.patient_id},
+            entities=[f"{s.res_type}/{s.res_id}" for s in stored], query=query)
+
+    def _audit_read(self, subtype: str, stored: list[Stored], *, query: str | None = None,
+                    force: bool = False) -> None:
+        if force or any(self._is_patient_data(s.res_type) for s in stored):
+            self.s.audit.record(self._record(subtype, stored, query=query))
+
+    def _audit_failure(self, subtype: str, exc: HealthLinkError, *, entities: list[str] = (),  # type: ignore[assignment]
+                       patients: set[str] | None = None, query: str | None = None) -> None:
+        rec = AuditRecord(subtype=subtype, agent=self.ctx.agent(),
+                          outcome="minor" if exc.status < 500 else "serious",
+                          outcome_desc=f"{exc.status} {exc.message}", entities=list(entities),
+                          patients=patients or set(), query=query)
+        try:
+            self.s.audit.record(rec)
+        except HealthLinkError:
+            pass  # the original error is what the client must see
+
+    # ------------------------------------------------------------ reads
+    def read(self, res_type: str, res_id: str) -> Stored:
+        self._require(res_type, "read")
+        with self.s.db.read() as conn:
+            s = self._load_visible(conn, res_type, res_id)
+        self._audit_read("read", [s])
+        return s
+
+    def _load_visible(self, conn: Connection, res_type: str, res_id: str) -> Stored:
+        """Load the current version; resources the actor may not see are 'not known'
+        (a 404 does not reveal that another institution holds the id)."""
+        try:
+            s = store.read(conn, res_type, res_id)
+        except NotFound as exc:
+            if self._is_patient_data(res_type):
+                self._audit_failure("read", exc, entities=[f"{res_type}/{res_id}"])
+            raise
+        except HealthLinkError as exc:  # Gone
+            cur = store.read_current(conn, res_type, res_id)
+            if cur is not None and not self._can_see(cur):
+                raise NotFound(f"{res_type}/{res_id} is not known") from None
+            raise exc
+        if not self._can_see(s):
+            exc2 = NotFound(f"{res_type}/{res_id} is not known")
+            self._audit_failure("read", exc2, entities=[f"{res_type}/{res_id}"],
+                                patients={s.patient_id} if s.patient_id else set())
+            raise exc2
+        return s
+
+    def vread(self, res_type: str, res_id: str, version_id: str) -> Stored:
+        self._require(res_type, "vread")
+        if not version_id.isdigit():
+            raise NotFound(f"{res_type}/{res_id} has no version '{version_id}'")
+        with self.s.db.read() as conn:
+            cur = store.read_current(conn, res_type, res_id)
+            if cur is None or not self._can_see(cur):
+                raise NotFound(f"{res_type}/{res_id} is not known")
+            s = store.vread(conn, res_type, res_id, int(version_id))
+        self._audit_read("vread", [s])
+        return s
+
+    def search(self, res_type: str, params: list[tuple[str, str]]) -> S.Page:
+        self._require(res_type, "search-type")
+        query = f"{res_type}?" + "&".join(f"{k}={v}" for k, v in params)
+        try:
+            with self.s.db.read() as conn:
+                page = S.search(conn, res_type, params, visible=self.visibility,
+                                base_url=self.s.base_url, default_count=self.s.default_page_size,
+                                max_count=self.s.max_page_size)
+        except Invalid as exc:
+            if self._is_patient_data(res_type):
+                self._audit_failure("search-type", exc, query=query)
+            raise
+        stored = page.matches + page.includes
+        self._audit_read("search-type", stored, query=query, force=self._is_patient_data(res_type))
+        return page
+
+    def history(self, res_type: str, res_id: str | None, *, count: int | None, cursor: str | None,
+                since: str | None) -> tuple[list[Stored], str | None]:
+        self._require(res_type, "history-instance" if res_id else "history-type")
+        n = min(count or self.s.default_page_size, self.s.max_page_size)
+        with self.s.db.read() as conn:
+            if res_id:
+                cur = store.read_current(conn, res_type, res_id)
+                if cur is None or not self._can_see(cur):
+                    raise NotFound(f"{res_type}/{res_id} is not known")
+            versions, nxt = S.history(conn, res_type, res_id, visible=lambda rt: self.visibility(rt, "r"),
+                                      count=n, cursor=cursor, since=since)
+            if res_id:
+                versions = [Stored(v.rid, v.res_type, v.res_id, v.version_id, v.last_updated, v.deleted,
+                                   v.institution_id, cur.patient_id, v.content, v.method)  # type: ignore[union-attr]
+                            for v in versions]
+        self._audit_read("history-instance" if res_id else "history-type", versions,
+                         force=self._is_patient_data(res_type))
+        return versions, nxt
+
+    def everything(self, patient_id: str, *, count: int | None, cursor: str | None) -> tuple[list[Stored], str | None]:
+        self._require("Patient", "everything")
+        n = min(count or self.s.default_page_size, self.s.max_page_size)
+        with self.s.db.read() as conn:
+            self._load_visible(conn, "Patient", patient_id)
+            items, nxt = S.everything(conn, patient_id, visible=lambda rt: self.visibility(rt, "r"),
+                                      count=n, cursor=cursor)
+        rec = self._record("everything", items)
+        rec.patients.add(patient_id)
+        self.s.audit.record(rec)
+        return items, nxt
+
+    # ------------------------------------------------------------ writes
+    def _check_patient_ref(self, conn: Connection, body: dict, stored_patient: str | None) -> None:
+        """A resource may not place itself in the compartment of a Patient the actor cannot see."""
+        if stored_patient is None or body.get("resourceType") == "Patient":
+            return
+        p = store.read_current(conn, "Patient", stored_patient)
+        if p is not None and not self._can_see(p, "r"):
+            raise Unprocessable(
+                f"Patient/{stored_patient} is not a patient of your institution",
+                [Issue("business-rule", f"Patient/{stored_patient} is not a patient of your institution",
+                       (f"{body['resourceType']}.subject",))])
+
+    def create_in(self, conn: Connection, resource: dict, *, res_id: str | None = None) -> Stored:
+        """Create inside an open transaction (no audit: the caller records it)."""
+        rt = resource["resourceType"]
+        self._require(rt, "create")
+        s = store.create(conn, resource, institution_id=self.actor.institution_id, res_id=res_id,
+                         base_url=self.s.base_url)
+        self._check_patient_ref(conn, resource, s.patient_id)
+        return s
+
+    def update_in(self, conn: Connection, res_type: str, res_id: str, resource: dict, *,
+                  if_match: int | None) -> Written:
+        existing = store.read_current(conn, res_type, res_id, for_update=True)
+        if existing is None:
+            if if_match is not None:
+                raise PreconditionFailed(f"{res_type}/{res_id} does not exist (If-Match given)")
+            return Written(self.create_in(conn, resource, res_id=res_id), True)
+        self._require(res_type, "update")
+        if not self._can_see(existing):
+            raise NotFound(f"{res_type}/{res_id} is not known")
+        if not self._can_write(existing, "u"):
+            raise Forbidden(f"{res_type}/{res_id} belongs to another institution")
+        s = store.update(conn, existing, resource, if_match=if_match, base_url=self.s.base_url)
+        self._check_patient_ref(conn, resource, s.patient_id)
+        return Written(s, False)
+
+    def delete_in(self, conn: Connection, res_type: str, res_id: str, *, if_match: int | None) -> Stored | None:
+        self._require(res_type, "delete")
+        existing = store.read_current(conn, res_type, res_id, for_update=True)
+        if existing is None or not self._can_see(existing):
+            return None  # deleting what is not there succeeds (FHIR: 200/204)
+        if not self._can_write(existing, "d"):
+            raise Forbidden(f"{res_type}/{res_id} belongs to another institution")
+        return store.delete_resource(conn, existing, if_match=if_match)
+
+    def _write(self, subtype: str, fn, entities: list[str]):  # noqa: ANN001, ANN202
+        """Run a write and its audit record in one transaction; audit the failure otherwise."""
+        try:
+            with self.s.db.write() as conn:
+                result = fn(conn)
+                stored = [r.stored if isinstance(r, Written) else r
+                          for r in (result if isinstance(result, list) else [result]) if r is not None]
+                if any(self._is_patient_data(s.res_type) for s in stored) or not stored:
+                    self.s.audit.write_in(conn, self._record(subtype, stored))
+                return result
+        except HealthLinkError as exc:
+            self._audit_failure(subtype, exc, entities=entities)
+            raise
+
+    def create(self, resource: dict, *, res_type: str, if_none_exist: str | None = None) -> Written:
+        validate_resource(resource, expected_type=res_type)
+
+        def run(conn: Connection) -> Written:
+            if if_none_exist:
+                found = self._conditional_matches(conn, res_type, if_none_exist)
+                if len(found) == 1:
+                    return Written(found[0], False)
+                if len(found) > 1:
+                    raise PreconditionFailed(
+                        f"If-None-Exist '{if_none_exist}' matches {len(found)} resources")
+            return Written(self.create_in(conn, resource), True)
+
+        w = self._write("create", run, [res_type])
+        return w
+
+    def _conditional_matches(self, conn: Connection, res_type: str, query: str) -> list[Stored]:
+        params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+        if not params:
+            raise Invalid("a conditional operation needs search parameters")
+        page = S.search(conn, res_type, params + [("_count", "2")], visible=self.visibility,
+                        base_url=self.s.base_url)
+        return page.matches
+
+    def update(self, res_type: str, res_id: str, resource: dict, *, if_match: int | None) -> Written:
+        validate_resource(resource, expected_type=res_type)
+        if resource.get("id") != res_id:
+            msg = f"the resource's id ({resource.get('id')!r}) must match the URL's id ({res_id!r})"
+            raise Invalid(msg, [Issue("invalid", msg, (f"{res_type}.id",))])
+        if not self._permitted(res_type, "u") and not self._permitted(res_type, "c"):
+            self._require(res_type, "update")
+        return self._write("update", lambda c: self.update_in(c, res_type, res_id, resource,
+                                                               if_match=if_match),
+                           [f"{res_type}/{res_id}"])
+
+    def conditional_update(self, res_type: str, query: str, resource: dict, *,
+                           if_match: int | None) -> Written:
+        validate_resource(resource, expected_type=res_type)
+        self._require(res_type, "update")
+
+        def run(conn: Connection) -> Written:
+            found = self._conditional_matches(conn, res_type, query)
+            if len(found) > 1:
+                raise PreconditionFailed(f"conditional update '{query}' matches {len(found)} resources")
+            if not found:
+                if resource.get("id"):
+                    return self.update_in(conn, res_type, resource["id"], resource, if_match=None)
+                return Written(self.create_in(conn, resource), True)
+            target = found[0]
+            if resource.get("id") not in (None, target.res_id):
+                raise Invalid(f"the resource's id does not match {res_type}/{target.res_id}")
+            body = dict(resource, id=target.res_id)
+            return self.update_in(conn, res_type, target.res_id, body, if_match=if_match)
+
+        return self._write("update", run, [res_type])
+
+    def delete(self, res_type: str, res_id: str, *, if_match: int | None) -> Stored | None:
+        return self._write("delete", lambda c: self.delete_in(c, res_type, res_id, if_match=if_match),
+                           [f"{res_type}/{res_id}"])
+
+    # ------------------------------------------------------------ audit log (audit admin)
+    def audit_search(self, params: list[tuple[str, str]]):  # noqa: ANN201
+        from healthlink.access import auditlog
+
+        self._require("AuditEvent", "search-type")
+        with self.s.db.read() as conn:
+            items, nxt = auditlog.search(conn, params, default_count=self.s.default_page_size,
+                                         max_count=self.s.max_page_size)
+        # reading the audit log is itself audited (IHE BALP query on AuditEvent)
+        self.s.audit.record(AuditRecord("search-type", self.ctx.agent(),
+                                        query="AuditEvent?" + "&".join(f"{k}={v}" for k, v in params)))
+        return items, nxt
+
+    def audit_read(self, event_id: str) -> str:
+        from healthlink.access import auditlog
+
+        self._require("AuditEvent", "read")
+        with self.s.db.read() as conn:
+            content = auditlog.read(conn, event_id)
+        self.s.audit.record(AuditRecord("read", self.ctx.agent(), entities=[f"AuditEvent/{event_id}"]))
+        return content
+
+
+def select_patient_ids(conn: Connection, refs: list[tuple[str, str]]) -> dict:
+    """(type, id) -> patient_id, for audit of bundle responses."""
+    out = {}
+    for rt, rid in refs:
+        row = conn.execute(select(t.resource.c.patient_id).where(
+            t.resource.c.res_type == rt, t.resource.c.res_id == rid)).first()
+        if row:
+            out[(rt, rid)] = row.patient_id
+    return out

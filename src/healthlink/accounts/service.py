@@ -1,0 +1,202 @@
+"""Staff logins (argon2 password hashes), machine clients (OAuth2 client credentials)
+and short-lived signed access tokens (JWT, HS256) that carry SMART v2 scopes.
+
+A token carries everything the request context needs (institution, department, roles,
+scopes), so authenticating a request needs no database round trip; tokens are short
+lived (``token_ttl_seconds``) so that a disabled account loses access within minutes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from healthlink.access.context import Actor, RequestContext
+from healthlink.access.roles import ROLES, STAFF_ROLES
+from healthlink.access.scopes import parse_scopes
+from healthlink.db import Database
+from healthlink.db import tables as t
+from healthlink.errors import Conflict, Invalid, Unauthorized
+from healthlink.ledger import Agent, AuditRecord, AuditWriter
+
+_hasher = PasswordHasher()
+# A hash to verify against when the username is unknown, so timing does not reveal it.
+_DUMMY = _hasher.hash("not-a-real-password")
+STAFF_SCOPES = "user/*.cruds"
+MAX_FAILED = 5
+LOCK_SECONDS = 300
+ISSUER = "healthlink"
+
+
+@dataclass(frozen=True)
+class TokenIssued:
+    access_token: str
+    expires_in: int
+    scope: str
+    token_type: str = "Bearer"
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def add_user(db: Database, *, username: str, password: str, display_name: str, roles: list[str],
+             institution_id: str | None, department_id: str | None = None,
+             practitioner_id: str | None = None) -> int:
+    bad = [r for r in roles if r not in STAFF_ROLES]
+    if bad:
+        raise Invalid(f"unknown role(s): {', '.join(bad)}; known: {', '.join(STAFF_ROLES)}")
+    if not roles:
+        raise Invalid("a user needs at least one role")
+    admin = {"system_admin", "security_admin", "audit_admin"}
+    if len(admin & set(roles)) > 1 or (admin & set(roles) and set(roles) - admin):
+        raise Invalid("the system, security and audit administrator roles are held separately "
+                      "(MLPS level 3 separation of duties) and not combined with clinical roles")
+    if len(password) < 8:
+        raise Invalid("a password needs at least 8 characters")
+    try:
+        with db.write() as conn:
+            return conn.execute(insert(t.user_account).values(
+                username=username, password_hash=_hasher.hash(password), display_name=display_name,
+                practitioner_id=practitioner_id, institution_id=institution_id,
+                department_id=department_id, roles=" ".join(roles), active=True,
+                created=time.time_ns() // 1000, failed_logins=0,
+            ).returning(t.user_account.c.id)).scalar_one()
+    except IntegrityError as exc:
+        raise Conflict(f"user '{username}' already exists") from exc
+
+
+def add_client(db: Database, *, client_id: str, display_name: str, institution_id: str,
+               scopes: str = "system/*.cruds", secret: str | None = None) -> str:
+    """Register a machine client; returns its secret (shown once, stored hashed)."""
+    parse_scopes(scopes, strict=True)
+    secret = secret or secrets.token_urlsafe(32)
+    try:
+        with db.write() as conn:
+            conn.execute(insert(t.oauth_client).values(
+                client_id=client_id, secret_hash=_hasher.hash(secret), display_name=display_name,
+                institution_id=institution_id, scopes=scopes, active=True,
+                created=time.time_ns() // 1000))
+    except IntegrityError as exc:
+        raise Conflict(f"client '{client_id}' already exists") from exc
+    return secret
+
+
+class AccountService:
+    def __init__(self, db: Database, audit: AuditWriter, *, key: str, ttl: int) -> None:
+        self.db = db
+        self.audit = audit
+        self.key = key
+        self.ttl = ttl
+
+    # -------------------------------------------------------------- tokens
+    def _issue(self, claims: dict) -> TokenIssued:
+        now = _now()
+        body = {"iss": ISSUER, "iat": now, "exp": now + self.ttl, "jti": uuid.uuid4().hex, **claims}
+        return TokenIssued(jwt.encode(body, self.key, algorithm="HS256"), self.ttl, claims["scope"])
+
+    def actor_from_token(self, token: str) -> Actor:
+        try:
+            c = jwt.decode(token, self.key, algorithms=["HS256"], issuer=ISSUER,
+                           options={"require": ["exp", "iat", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the access token has expired; log in again") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("the access token is not valid") from None
+        return Actor(kind=c.get("knd", "user"), subject=c["sub"], display=c.get("name", c["sub"]),
+                     institution_id=c.get("ins"), roles=frozenset(c.get("roles", [])),
+                     scopes=parse_scopes(c.get("scope", "")), practitioner_id=c.get("pra"),
+                     department_id=c.get("dep"))
+
+    # -------------------------------------------------------------- staff login
+    def login(self, username: str, password: str, *, ctx_address: str | None = None,
+              request_id: str | None = None, scope: str | None = None) -> TokenIssued:
+        with self.db.read() as conn:
+            row = conn.execute(select(t.user_account).where(t.user_account.c.username == username)).first()
+        agent = Agent(who=f"Practitioner/{row.practitioner_id}" if row and row.practitioner_id else None,
+                      username=username, institution_id=row.institution_id if row else None,
+                      address=ctx_address, request_id=request_id, purpose_of_use="HOPERAT")
+        now = _now()
+        ok = False
+        if row is None:
+            try:
+                _hasher.verify(_DUMMY, password)
+            except VerifyMismatchError:
+                pass
+        elif row.active and not (row.locked_until and row.locked_until > now * 1_000_000):
+            try:
+                ok = _hasher.verify(row.password_hash, password)
+            except (VerifyMismatchError, InvalidHashError):
+                ok = False
+        if not ok:
+            if row is not None:
+                fails = (row.failed_logins or 0) + 1
+                with self.db.write() as conn:
+                    conn.execute(update(t.user_account).where(t.user_account.c.id == row.id).values(
+                        failed_logins=fails,
+                        locked_until=(now + LOCK_SECONDS) * 1_000_000 if fails >= MAX_FAILED else row.locked_until))
+            self.audit.record(AuditRecord("login", agent, outcome="serious",
+                                          outcome_desc="wrong username or password, or account locked"))
+            raise Unauthorized("wrong username or password (accounts lock for 5 minutes after 5 failures)")
+        if row.failed_logins:
+            with self.db.write() as conn:
+                conn.execute(update(t.user_account).where(t.user_account.c.id == row.id)
+                             .values(failed_logins=0, locked_until=None))
+        roles = row.roles.split()
+        granted = STAFF_SCOPES if not scope else " ".join(str(s) for s in parse_scopes(scope, strict=True))
+        self.audit.record(AuditRecord("login", agent))
+        return self._issue({"sub": username, "knd": "user", "name": row.display_name,
+                            "ins": row.institution_id, "dep": row.department_id,
+                            "pra": row.practitioner_id, "roles": roles, "scope": granted})
+
+    # -------------------------------------------------------------- machine clients
+    def client_credentials(self, client_id: str, secret: str, *, scope: str | None = None,
+                           ctx_address: str | None = None, request_id: str | None = None) -> TokenIssued:
+        with self.db.read() as conn:
+            row = conn.execute(select(t.oauth_client).where(t.oauth_client.c.client_id == client_id)).first()
+        agent = Agent(who=f"Device/{client_id}", username=client_id,
+                      institution_id=row.institution_id if row else None, address=ctx_address,
+                      request_id=request_id, purpose_of_use="HOPERAT")
+        ok = False
+        if row is None:
+            try:
+                _hasher.verify(_DUMMY, secret)
+            except VerifyMismatchError:
+                pass
+        elif row.active:
+            try:
+                ok = _hasher.verify(row.secret_hash, secret)
+            except (VerifyMismatchError, InvalidHashError):
+                ok = False
+        if not ok:
+            self.audit.record(AuditRecord("token", agent, outcome="serious",
+                                          outcome_desc="invalid client credentials"))
+            raise Unauthorized("invalid client credentials")
+        allowed = parse_scopes(row.scopes)
+        if scope:
+            asked = parse_scopes(scope, strict=True)
+            granted = [s for s in asked if any(a.res_type in ("*", s.res_type) and s.ops <= a.ops
+                                               for a in allowed)]
+            if not granted:
+                raise Unauthorized(f"scope '{scope}' is not allowed for this client")
+            scope_text = " ".join(str(s) for s in granted)
+        else:
+            scope_text = row.scopes
+        self.audit.record(AuditRecord("token", agent))
+        return self._issue({"sub": client_id, "knd": "client", "name": row.display_name,
+                            "ins": row.institution_id, "roles": ["his_client"], "scope": scope_text})
+
+
+def context_for_cli(actor: Actor) -> RequestContext:
+    return RequestContext(actor=actor, address="cli", purpose_of_use="HOPERAT")
+
+
+__all__ = ["AccountService", "add_user", "add_client", "TokenIssued", "ROLES"]

@@ -1,0 +1,51 @@
+"""The web application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from healthlink import __version__
+from healthlink.api import errors
+from healthlink.api.fhir_routes import router as fhir_router
+from healthlink.api.middleware import JsonFormatter, Metrics, RequestMiddleware
+from healthlink.api.platform_routes import router as platform_router
+from healthlink.runtime import Platform
+from healthlink.settings import Settings
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger("healthlink")
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        h = logging.StreamHandler()
+        h.setFormatter(JsonFormatter())
+        root.addHandler(h)
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def create_app(settings: Settings, *, platform: Platform | None = None) -> FastAPI:
+    """Build the app.  ``platform`` may be passed in (tests share one per database)."""
+    configure_logging(settings.log_level)
+    own = platform is None
+    plat = platform or Platform.start(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        yield
+        if own:
+            plat.close()
+
+    app = FastAPI(title="HealthLink platform API", version=__version__, lifespan=lifespan,
+                  description="Platform API (login, tokens, operations). The FHIR R4 API is "
+                              "under /fhir; its CapabilityStatement is at /fhir/metadata.")
+    app.state.platform = plat
+    app.state.metrics = Metrics()
+    errors.install(app)
+    app.include_router(platform_router)
+    app.include_router(fhir_router)
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics,  # type: ignore[arg-type]
+                       max_body=settings.max_body_bytes)
+    return app

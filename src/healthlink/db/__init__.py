@@ -1,0 +1,6 @@
+"""Database: engine, tables, migrations.  Knows nothing of HTTP or FHIR semantics."""
+
+from healthlink.db.engine import Database
+from healthlink.db import tables
+
+__all__ = ["Database", "tables"]

@@ -1,0 +1,189 @@
+"""Table definitions (SQLAlchemy Core).  Alembic migrations are the source of the schema;
+these definitions must match them (a test compares them).
+
+Resource store (see docs/adr/0002-resource-store.md):
+
+* ``resource``          the current version of every resource: the JSON as stored
+                        (arrived JSON + id + meta), owner institution, patient compartment.
+* ``resource_version``  every version ever written, including deletes (content NULL).
+* ``idx_*``             search-parameter index rows for current versions, written in the
+                        same transaction as the resource.
+
+``resource.patient_id`` records the Patient whose compartment a resource belongs to, so a
+later patient -> person link table can find a person's resources without touching them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only aliases INTEGER PRIMARY KEY to the rowid; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("rid", BigId, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", BigInteger, nullable=False),  # microseconds since the epoch, UTC
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("institution_id", String(64)),  # owning (source) institution: Organization id
+    Column("patient_id", String(64)),  # Patient compartment; own id for a Patient
+    Column("content", Text),  # JSON text as served; NULL when deleted
+    UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
+)
+Index("ix_resource_patient", resource.c.patient_id, resource.c.res_type)
+Index("ix_resource_type_updated", resource.c.res_type, resource.c.last_updated)
+
+resource_version = Table(
+    "resource_version",
+    metadata,
+    Column("rid", BigInteger, ForeignKey("resource.rid"), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("method", String(8), nullable=False),  # POST, PUT, DELETE
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("institution_id", String(64)),
+    Column("content", Text),
+)
+Index("ix_resource_version_type_updated", resource_version.c.res_type, resource_version.c.last_updated)
+
+
+def _index_table(name: str, *cols: Column, lookup: tuple[str, ...]) -> Table:
+    t = Table(
+        name,
+        metadata,
+        Column("rid", BigInteger, ForeignKey("resource.rid"), nullable=False),
+        Column("res_type", String(64), nullable=False),
+        Column("param", String(64), nullable=False),
+        *cols,
+    )
+    Index(f"ix_{name}_lookup", t.c.res_type, t.c.param, *(t.c[c] for c in lookup))
+    Index(f"ix_{name}_rid", t.c.rid)
+    return t
+
+
+idx_token = _index_table(
+    "idx_token",
+    Column("system", String(255)),
+    Column("code", String(255)),
+    Column("text", String(255)),  # normalised display/text for :text
+    lookup=("code", "system"),
+)
+idx_string = _index_table(
+    "idx_string",
+    Column("value", String(255), nullable=False),  # normalised: case- and accent-folded
+    Column("exact", String(255), nullable=False),
+    lookup=("value",),
+)
+idx_date = _index_table(
+    "idx_date",
+    Column("low", BigInteger, nullable=False),  # inclusive, microseconds since epoch
+    Column("high", BigInteger, nullable=False),  # inclusive
+    lookup=("low", "high"),
+)
+idx_reference = _index_table(
+    "idx_reference",
+    Column("target_type", String(64)),
+    Column("target_id", String(64)),
+    Column("url", String(512)),  # absolute or canonical reference
+    lookup=("target_id", "target_type"),
+)
+idx_quantity = _index_table(
+    "idx_quantity",
+    Column("value", Float, nullable=False),
+    Column("system", String(255)),
+    Column("code", String(64)),
+    lookup=("value",),
+)
+idx_number = _index_table("idx_number", Column("value", Float, nullable=False), lookup=("value",))
+idx_uri = _index_table("idx_uri", Column("value", String(512), nullable=False), lookup=("value",))
+
+INDEX_TABLES = {
+    "token": idx_token,
+    "string": idx_string,
+    "date": idx_date,
+    "reference": idx_reference,
+    "quantity": idx_quantity,
+    "number": idx_number,
+    "uri": idx_uri,
+}
+
+# Append-only audit records (AuditEvent).  Never updated or deleted by the platform.
+audit_event = Table(
+    "audit_event",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("recorded", BigInteger, nullable=False),
+    Column("action", String(1), nullable=False),  # C R U D E
+    Column("subtype", String(32), nullable=False),  # read, search, create, login, ...
+    Column("outcome", String(2), nullable=False),  # 0 4 8 12
+    Column("agent_ref", String(128)),  # Practitioner/x or Device/client
+    Column("username", String(128)),
+    Column("institution_id", String(64)),
+    Column("request_id", String(64)),
+    Column("content", Text, nullable=False),  # the AuditEvent JSON
+)
+Index("ix_audit_event_recorded", audit_event.c.recorded)
+Index("ix_audit_event_agent", audit_event.c.agent_ref)
+
+# Which patients and resources each audit record touched (for search by patient / entity).
+audit_entity = Table(
+    "audit_entity",
+    metadata,
+    Column("seq", BigInteger, ForeignKey("audit_event.seq"), nullable=False),
+    Column("kind", String(1), nullable=False),  # P = patient, E = other entity
+    Column("ref", String(140), nullable=False),  # Type/id
+)
+Index("ix_audit_entity_ref", audit_entity.c.ref, audit_entity.c.kind)
+Index("ix_audit_entity_seq", audit_entity.c.seq)
+
+# Staff accounts and machine clients.
+user_account = Table(
+    "user_account",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("username", String(128), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("display_name", String(255), nullable=False),
+    Column("practitioner_id", String(64)),
+    Column("institution_id", String(64)),
+    Column("department_id", String(64)),
+    Column("roles", String(512), nullable=False),  # space-separated role codes
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created", BigInteger, nullable=False),
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", BigInteger),
+)
+
+oauth_client = Table(
+    "oauth_client",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("secret_hash", String(255), nullable=False),
+    Column("display_name", String(255), nullable=False),
+    Column("institution_id", String(64), nullable=False),
+    Column("scopes", String(1024), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created", BigInteger, nullable=False),
+)

@@ -1,0 +1,217 @@
+"""The versioned resource store: create, read, vread, update, delete, history.
+
+Functions take an open connection so that a caller can put several operations (a
+transaction Bundle, a write and its audit record) in one database transaction.  No
+access logic here: only healthlink.access calls these for patient data.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from healthlink.db import tables as t
+from healthlink.errors import Conflict, Gone, NotFound, PreconditionFailed
+from healthlink.fhir.dates import instant
+from healthlink.fhir.indexing import compartment_patient, index_rows
+
+SOURCE_INSTITUTION_EXT = "https://healthlink.example.org/fhir/StructureDefinition/source-institution"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored version of a resource."""
+
+    rid: int
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: int  # microseconds since the epoch
+    deleted: bool
+    institution_id: str | None
+    patient_id: str | None
+    content: str | None  # JSON text as served; None for a delete
+    method: str = "PUT"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def last_modified(self) -> str:
+        return instant(self.last_updated)
+
+    def json(self) -> dict:
+        return orjson.loads(self.content) if self.content else {}
+
+
+_CURRENT_COLS = (t.resource.c.rid, t.resource.c.res_type, t.resource.c.res_id, t.resource.c.version_id,
+                 t.resource.c.last_updated, t.resource.c.deleted, t.resource.c.institution_id,
+                 t.resource.c.patient_id, t.resource.c.content)
+
+
+def row_to_stored(row) -> Stored:  # noqa: ANN001
+    return Stored(row.rid, row.res_type, row.res_id, row.version_id, row.last_updated,
+                  bool(row.deleted), row.institution_id, row.patient_id, row.content)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def read_current(conn: Connection, res_type: str, res_id: str, *, for_update: bool = False) -> Stored | None:
+    q = select(*_CURRENT_COLS).where(t.resource.c.res_type == res_type, t.resource.c.res_id == res_id)
+    if for_update and conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = conn.execute(q).first()
+    return row_to_stored(row) if row else None
+
+
+def read(conn: Connection, res_type: str, res_id: str) -> Stored:
+    """The current version; NotFound if never existed, Gone if deleted."""
+    s = read_current(conn, res_type, res_id)
+    if s is None:
+        raise NotFound(f"{res_type}/{res_id} is not known")
+    if s.deleted:
+        raise Gone(f"{res_type}/{res_id} was deleted", headers={"ETag": s.etag})
+    return s
+
+
+def vread(conn: Connection, res_type: str, res_id: str, version_id: int) -> Stored:
+    cur = read_current(conn, res_type, res_id)
+    if cur is None:
+        raise NotFound(f"{res_type}/{res_id} is not known")
+    v = t.resource_version.c
+    row = conn.execute(
+        select(v.rid, v.version_id, v.last_updated, v.deleted, v.institution_id, v.content, v.method)
+        .where(v.rid == cur.rid, v.version_id == version_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"{res_type}/{res_id} has no version {version_id}")
+    if row.deleted:
+        raise Gone(f"version {version_id} of {res_type}/{res_id} is a deletion")
+    return Stored(cur.rid, res_type, res_id, row.version_id, row.last_updated, False,
+                  row.institution_id, cur.patient_id, row.content, row.method)
+
+
+def _with_meta(resource: dict, *, res_id: str, version_id: int, last_updated: int,
+               institution_id: str | None) -> dict:
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = instant(last_updated)
+    exts = [e for e in meta.get("extension") or [] if e.get("url") != SOURCE_INSTITUTION_EXT]
+    if institution_id:
+        exts.append({"url": SOURCE_INSTITUTION_EXT,
+                     "valueReference": {"reference": f"Organization/{institution_id}"}})
+    if exts:
+        meta["extension"] = exts
+    out = {"resourceType": resource["resourceType"], "id": res_id, "meta": meta}
+    out.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
+    return out
+
+
+def _write_indexes(conn: Connection, rid: int, res_type: str, rows: dict[str, list[dict]]) -> None:
+    for kind, lst in rows.items():
+        if lst:
+            for r in lst:
+                r["rid"] = rid
+                r["res_type"] = res_type
+            conn.execute(insert(t.INDEX_TABLES[kind]), lst)
+
+
+def _clear_indexes(conn: Connection, rid: int) -> None:
+    for table in t.INDEX_TABLES.values():
+        conn.execute(delete(table).where(table.c.rid == rid))
+
+
+def create(conn: Connection, resource: dict, *, institution_id: str | None,
+           res_id: str | None = None, base_url: str | None = None) -> Stored:
+    """Store a new resource (server-assigned id unless ``res_id`` is given)."""
+    res_type = resource["resourceType"]
+    res_id = res_id or new_id()
+    ts = now_us()
+    body = _with_meta(resource, res_id=res_id, version_id=1, last_updated=ts,
+                      institution_id=institution_id)
+    rows = index_rows(body, base_url=base_url)
+    patient_id = compartment_patient(body, rows)
+    content = orjson.dumps(body).decode()
+    try:
+        with conn.begin_nested():
+            rid = conn.execute(
+                insert(t.resource).values(
+                    res_type=res_type, res_id=res_id, version_id=1, last_updated=ts, deleted=False,
+                    institution_id=institution_id, patient_id=patient_id, content=content,
+                ).returning(t.resource.c.rid)
+            ).scalar_one()
+    except IntegrityError as exc:
+        raise Conflict(f"{res_type}/{res_id} already exists") from exc
+    conn.execute(insert(t.resource_version).values(
+        rid=rid, version_id=1, res_type=res_type, res_id=res_id, last_updated=ts, method="POST",
+        deleted=False, institution_id=institution_id, content=content))
+    _write_indexes(conn, rid, res_type, rows)
+    return Stored(rid, res_type, res_id, 1, ts, False, institution_id, patient_id, content, "POST")
+
+
+def update(conn: Connection, existing: Stored, resource: dict, *, if_match: int | None = None,
+           base_url: str | None = None) -> Stored:
+    """Write a new version of an existing (possibly deleted) resource."""
+    if if_match is not None and if_match != existing.version_id:
+        raise PreconditionFailed(
+            f"{existing.res_type}/{existing.res_id} is at version {existing.version_id}, "
+            f"not {if_match}", headers={"ETag": existing.etag})
+    vid = existing.version_id + 1
+    ts = max(now_us(), existing.last_updated + 1)
+    body = _with_meta(resource, res_id=existing.res_id, version_id=vid, last_updated=ts,
+                      institution_id=existing.institution_id)
+    rows = index_rows(body, base_url=base_url)
+    patient_id = compartment_patient(body, rows)
+    content = orjson.dumps(body).decode()
+    res = conn.execute(
+        update(t.resource)
+        .where(and_(t.resource.c.rid == existing.rid, t.resource.c.version_id == existing.version_id))
+        .values(version_id=vid, last_updated=ts, deleted=False, patient_id=patient_id, content=content)
+    )
+    if res.rowcount != 1:  # another writer got there first
+        raise PreconditionFailed(f"{existing.res_type}/{existing.res_id} changed while updating")
+    conn.execute(insert(t.resource_version).values(
+        rid=existing.rid, version_id=vid, res_type=existing.res_type, res_id=existing.res_id,
+        last_updated=ts, method="PUT", deleted=False, institution_id=existing.institution_id,
+        content=content))
+    _clear_indexes(conn, existing.rid)
+    _write_indexes(conn, existing.rid, existing.res_type, rows)
+    return Stored(existing.rid, existing.res_type, existing.res_id, vid, ts, False,
+                  existing.institution_id, patient_id, content, "PUT")
+
+
+def delete_resource(conn: Connection, existing: Stored, *, if_match: int | None = None) -> Stored:
+    """Soft delete: a new version marked deleted; index rows removed; history kept."""
+    if if_match is not None and if_match != existing.version_id:
+        raise PreconditionFailed(f"{existing.res_type}/{existing.res_id} is at version "
+                                 f"{existing.version_id}, not {if_match}")
+    if existing.deleted:
+        return existing
+    vid = existing.version_id + 1
+    ts = max(now_us(), existing.last_updated + 1)
+    res = conn.execute(
+        update(t.resource)
+        .where(and_(t.resource.c.rid == existing.rid, t.resource.c.version_id == existing.version_id))
+        .values(version_id=vid, last_updated=ts, deleted=True, content=None)
+    )
+    if res.rowcount != 1:
+        raise PreconditionFailed(f"{existing.res_type}/{existing.res_id} changed while deleting")
+    conn.execute(insert(t.resource_version).values(
+        rid=existing.rid, version_id=vid, res_type=existing.res_type, res_id=existing.res_id,
+        last_updated=ts, method="DELETE", deleted=True, institution_id=existing.institution_id,
+        content=None))
+    _clear_indexes(conn, existing.rid)
+    return Stored(existing.rid, existing.res_type, existing.res_id, vid, ts, True,
+                  existing.institution_id, existing.patient_id, None, "DELETE")

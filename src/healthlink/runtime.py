@@ -1,0 +1,44 @@
+"""The running platform's parts, wired once from Settings: database, audit writer,
+account service and the repository factory.  Shared by the web app, the CLI and jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from healthlink.access import Actor, Repository, RequestContext, Services
+from healthlink.accounts import AccountService
+from healthlink.db import Database
+from healthlink.ledger import AuditWriter
+from healthlink.settings import Settings
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    audit: AuditWriter
+    accounts: AccountService
+    services: Services
+
+    @classmethod
+    def start(cls, settings: Settings) -> Platform:
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous,
+                      pool_size=settings.db_pool_size, pool_timeout=settings.db_pool_timeout)
+        audit = AuditWriter(db, batch_max=settings.audit_batch_max, wait_ms=settings.audit_batch_wait_ms)
+        accounts = AccountService(db, audit, key=settings.signing_key(), ttl=settings.token_ttl_seconds)
+        services = Services(db=db, audit=audit, base_url=settings.base_url.rstrip("/") + "/fhir",
+                            default_page_size=settings.default_page_size,
+                            max_page_size=settings.max_page_size,
+                            max_bundle_entries=settings.max_bundle_entries)
+        return cls(settings, db, audit, accounts, services)
+
+    def repository(self, ctx: RequestContext) -> Repository:
+        return Repository(ctx, self.services)
+
+    def system_repository(self, purpose: str) -> Repository:
+        return Repository(RequestContext(actor=Actor.system(purpose), address="local",
+                                         purpose_of_use="HOPERAT"), self.services)
+
+    def close(self) -> None:
+        self.audit.close()
+        self.db.dispose()

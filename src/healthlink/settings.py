@@ -1,0 +1,103 @@
+"""One typed settings object, read from ``HEALTHLINK_*`` environment variables.
+
+Nothing reads the environment at import time: entry points call :func:`load_settings`
+and hand the result to ``create_app(settings)`` or the CLI commands.  Every field has
+help text; ``docs/configuration.md`` is checked against these fields by a test.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEALTHLINK_", extra="forbid")
+
+    database_url: str = Field(
+        "sqlite:///./var/healthlink.db",
+        description="SQLAlchemy URL. SQLite file (embedded default) or "
+        "postgresql+psycopg://user@host:5432/db for production.",
+    )
+    sqlite_synchronous: str = Field(
+        "FULL",
+        description="SQLite PRAGMA synchronous in WAL mode: FULL (durable on power loss, "
+        "the default) or NORMAL (durable on process crash only).",
+    )
+    db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
+    db_pool_timeout: float = Field(
+        5.0, description="Seconds to wait for a pooled connection before answering 503."
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key that signs access tokens (HS256). If unset, a random key is "
+        "generated once and kept in <data_dir>/secret_key (mode 0600).",
+    )
+    data_dir: Path = Field(Path("./var"), description="Directory for local state (keys, SQLite file).")
+    token_ttl_seconds: int = Field(900, description="Lifetime of an access token in seconds.")
+    base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Public base URL; used in Bundle links and fullUrls.",
+    )
+    host: str = Field("127.0.0.1", description="Address `healthlink serve` binds to.")
+    port: int = Field(8000, description="Port `healthlink serve` listens on.")
+    workers: int = Field(1, description="Number of server worker processes.")
+    tls_certfile: Path | None = Field(None, description="PEM certificate: serve HTTPS directly.")
+    tls_keyfile: Path | None = Field(None, description="PEM private key for tls_certfile.")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies trusted for X-Forwarded-For/-Proto (behind a TLS-terminating proxy).",
+    )
+    default_page_size: int = Field(20, description="Search page size when _count is not given.")
+    max_page_size: int = Field(1000, description="Largest _count a client may ask for.")
+    max_bundle_entries: int = Field(
+        10000, description="Largest number of entries accepted in one batch/transaction Bundle."
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, description="Largest request body accepted, in bytes."
+    )
+    audit_batch_max: int = Field(
+        512, description="Most audit records the group-commit writer puts in one commit."
+    )
+    audit_batch_wait_ms: float = Field(
+        2.0,
+        description="How long the audit writer waits for more records before committing "
+        "a batch, in milliseconds.",
+    )
+    log_level: str = Field("INFO", description="Log level of the JSON request log.")
+    demo: bool = Field(
+        False, description="Seed a demo region with demo logins on start (the README's run command)."
+    )
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _sync(cls, v: str) -> str:
+        v = v.upper()
+        if v not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("must be FULL, NORMAL or EXTRA")
+        return v
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def signing_key(self) -> str:
+        """The token signing key: configured, or generated once per data directory."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(key)
+        return key
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (``HEALTHLINK_*``), with explicit overrides."""
+    return Settings(**overrides)  # type: ignore[arg-type]
