@@ -39,6 +39,17 @@ class Platform:
         return Repository(RequestContext(actor=Actor.system(purpose), address="local",
                                          purpose_of_use="HOPERAT"), self.services)
 
+    def ping(self) -> bool:
+        """Is the database reachable?"""
+        from sqlalchemy import text
+
+        try:
+            with self.db.read() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
     def close(self) -> None:
         self.audit.close()
         self.db.dispose()

@@ -101,3 +101,13 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment (``HEALTHLINK_*``), with explicit overrides."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def render_markdown() -> str:
+    """The settings table of docs/configuration.md (a test keeps the two equal)."""
+    lines = ["| environment variable | default | meaning |", "| --- | --- | --- |"]
+    for name, f in Settings.model_fields.items():
+        default = f.default
+        shown = "(generated)" if name == "secret_key" else "" if default is None else str(default)
+        lines.append(f"| `HEALTHLINK_{name.upper()}` | `{shown}` | {f.description} |")
+    return "\n".join(lines) + "\n"

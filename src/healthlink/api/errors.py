@@ -78,4 +78,5 @@ def install(app: FastAPI) -> None:
         rid = request.scope.get("state", {}).get("request_id", "-")
         log.exception("unhandled error (request %s)", rid)
         msg = f"internal error; quote request id {rid} to the platform's administrators"
-        return render(request, 500, msg, [Issue("exception", msg)])
+        # this handler runs outside the request middleware, so set the id header here
+        return render(request, 500, msg, [Issue("exception", msg)], {"X-Request-ID": rid})
