@@ -12,7 +12,8 @@ import uuid
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, select
+from sqlalchemy import update as sql_update  # store.update below is the FHIR interaction
 from sqlalchemy.exc import IntegrityError
 
 from healthlink.db import tables as t
@@ -176,7 +177,7 @@ def update(conn: Connection, existing: Stored, resource: dict, *, if_match: int 
     patient_id = compartment_patient(body, rows)
     content = orjson.dumps(body).decode()
     res = conn.execute(
-        update(t.resource)
+        sql_update(t.resource)
         .where(and_(t.resource.c.rid == existing.rid, t.resource.c.version_id == existing.version_id))
         .values(version_id=vid, last_updated=ts, deleted=False, patient_id=patient_id, content=content)
     )
@@ -202,7 +203,7 @@ def delete_resource(conn: Connection, existing: Stored, *, if_match: int | None 
     vid = existing.version_id + 1
     ts = max(now_us(), existing.last_updated + 1)
     res = conn.execute(
-        update(t.resource)
+        sql_update(t.resource)
         .where(and_(t.resource.c.rid == existing.rid, t.resource.c.version_id == existing.version_id))
         .values(version_id=vid, last_updated=ts, deleted=True, content=None)
     )
