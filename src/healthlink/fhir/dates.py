@@ -44,38 +44,40 @@ def parse_range(text: str) -> tuple[int, int] | None:
     if not m:
         return None
     y = int(m["y"])
+    # The span is added in integer microseconds, not with datetime arithmetic, which
+    # overflows at the edges of time (9999-12-31, an open end some systems write; 0001 with
+    # a positive offset).
     try:
         if m["m"] is None:
             lo = datetime(y, 1, 1)
-            hi = datetime(y + 1, 1, 1) if y < 9999 else datetime(9999, 12, 31, 23, 59, 59, 999999)
+            span = timedelta(days=366 if calendar.isleap(y) else 365)
         elif m["d"] is None:
             mo = int(m["m"])
             lo = datetime(y, mo, 1)
-            hi = lo + timedelta(days=calendar.monthrange(y, mo)[1])
+            span = timedelta(days=calendar.monthrange(y, mo)[1])
         elif m["H"] is None:
             lo = datetime(y, int(m["m"]), int(m["d"]))
-            hi = lo + timedelta(days=1)
+            span = timedelta(days=1)
         else:
             frac = m["f"] or ""
             micro = int((frac[1:] + "000000")[:6]) if frac else 0
             lo = datetime(y, int(m["m"]), int(m["d"]), int(m["H"]), int(m["M"] or 0),
                           int(m["S"] or 0), micro)
             if m["S"] is None:
-                hi = lo + timedelta(minutes=1)
+                span = timedelta(minutes=1)
             elif frac:
-                hi = lo + timedelta(microseconds=10 ** (6 - min(len(frac) - 1, 6)))
+                span = timedelta(microseconds=10 ** (6 - min(len(frac) - 1, 6)))
             else:
-                hi = lo + timedelta(seconds=1)
+                span = timedelta(seconds=1)
     except ValueError:
         return None
     tz = m["tz"]
-    offset = timedelta(0)
+    offset_us = 0
     if tz and tz != "Z":
         sign = 1 if tz[0] == "+" else -1
-        offset = sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
-    lo_us = to_us(lo.replace(tzinfo=timezone.utc) - offset)
-    hi_us = to_us(hi.replace(tzinfo=timezone.utc) - offset) - 1 if hi.year < 9999 or hi.month < 12 \
-        else to_us(hi.replace(tzinfo=timezone.utc) - offset)
+        offset_us = sign * (int(tz[1:3]) * 60 + int(tz[4:6])) * 60_000_000
+    lo_us = to_us(lo) - offset_us
+    hi_us = lo_us + span // US - 1
     return lo_us, hi_us
 
 

@@ -34,10 +34,9 @@ def evaluate(resource: dict, steps: tuple) -> Iterator[object]:
     nodes: list = [resource]
     for step in steps:
         nxt: list = []
-        if isinstance(step, tuple):  # where(field='value')
+        if isinstance(step, tuple):  # where(<field>='<value>'), frozen {"field": f, "value": v}
             cond = dict(step)
-            nxt = [n for n in nodes if isinstance(n, dict)
-                   and all(n.get(k) == v for k, v in cond.items())]
+            nxt = [n for n in nodes if isinstance(n, dict) and n.get(cond["field"]) == cond["value"]]
         else:
             for n in nodes:
                 if not isinstance(n, dict):
@@ -189,10 +188,17 @@ def _rows_for(resource: dict, sp: SearchParam, base_url: str | None) -> list[dic
                     seen.add((t, i, url))
                     rows.append({"param": sp.code, "target_type": t, "target_id": i, "url": url})
             elif sp.type == "quantity":
-                if isinstance(v, dict) and isinstance(v.get("value"), (int, float)):
-                    rows.append({"param": sp.code, "value": float(v["value"]),
-                                 "system": _cut(v.get("system")),
-                                 "code": _cut(v.get("code") or v.get("unit"), 64)})
+                if isinstance(v, dict) and isinstance(v.get("value"), (int, float)) \
+                        and not isinstance(v["value"], bool):
+                    value = float(v["value"])
+                    code, unit = v.get("code"), v.get("unit")
+                    rows.append({"param": sp.code, "value": value, "system": _cut(v.get("system")),
+                                 "code": _cut(code or unit, 64)})
+                    if code and isinstance(unit, str) and unit != code:
+                        # 5.4||mg matches Quantity.code or Quantity.unit (FHIR R4 search
+                        # 3.1.1.4.7); the unit row has no system so |system|code stays exact
+                        rows.append({"param": sp.code, "value": value, "system": None,
+                                     "code": _cut(unit, 64)})
             elif sp.type == "number":
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     rows.append({"param": sp.code, "value": float(v)})

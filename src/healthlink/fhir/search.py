@@ -55,6 +55,12 @@ def _bad(msg: str, where: str) -> Invalid:
     return Invalid(msg, [Issue("invalid", msg, (where,))])
 
 
+def _bad_value(value: str, kind: str, where: str) -> Invalid:
+    """A value that does not parse; the message names the parameter ('Type?param')."""
+    param = where.partition("?")[2] or where
+    return _bad(f"search parameter '{param}': '{value}' is not {kind}", where)
+
+
 def _vis(visible: Visibility, res_type: str) -> ColumnElement[bool]:
     v = visible(res_type)
     if v is True:
@@ -82,9 +88,12 @@ def _decimal_range(text: str, where: str) -> tuple[float, float, float]:
     try:
         d = Decimal(text)
     except InvalidOperation:
-        raise _bad(f"'{text}' is not a number", where) from None
+        raise _bad_value(text, "a number", where) from None
+    # NaN, Infinity and values beyond a double are not FHIR decimals
+    if not d.is_finite() or abs(float(d)) == float("inf"):
+        raise _bad_value(text, "a finite number", where)
     exp = d.as_tuple().exponent
-    half = Decimal(5).scaleb(int(exp) - 1) if isinstance(exp, int) else Decimal(0)
+    half = Decimal(5).scaleb(int(exp) - 1)
     return float(d), float(d - half), float(d + half)
 
 
@@ -156,7 +165,7 @@ def _date_clause(res_type: str, code: str, value: str, where: str):
     prefix, v = _prefix(value)
     rng = parse_range(v)
     if rng is None:
-        raise _bad(f"'{v}' is not a FHIR date, dateTime or instant", where)
+        raise _bad_value(v, "a FHIR date, dateTime or instant", where)
     it = t.idx_date
     return select(it.c.rid).where(it.c.res_type == res_type, it.c.param == code,
                                   _date_cond(it.c.low, it.c.high, prefix, *rng))
@@ -262,6 +271,11 @@ def _param_clause(res_type: str, name: str, value: str, *, visible: Visibility,
         name, chain = name.split(".", 1)
     code, _, modifier = name.partition(":")
     modifier = modifier or None
+    if code in ("_id", "_lastUpdated"):
+        if chain is not None:
+            raise _bad(f"{code} cannot be chained", where)
+        if modifier not in ((None, "not") if code == "_id" else (None,)):
+            raise _bad(f"modifier :{modifier} is not supported on {code}", where)
     if code == "_id":
         vals = [v.replace("\x00", "|") for v in _split_or(value)]
         sub = select(R.c.rid).where(R.c.res_type == res_type, R.c.res_id.in_(vals))
@@ -272,7 +286,7 @@ def _param_clause(res_type: str, name: str, value: str, *, visible: Visibility,
             prefix, vv = _prefix(v)
             rng = parse_range(vv)
             if rng is None:
-                raise _bad(f"'{vv}' is not a FHIR instant", where)
+                raise _bad_value(vv, "a FHIR instant", where)
             conds.append(_date_cond(R.c.last_updated, R.c.last_updated, prefix, *rng))
         return "in", select(R.c.rid).where(R.c.res_type == res_type, or_(*conds))
     params = search_params(res_type)
@@ -368,9 +382,13 @@ def parse(res_type: str, params: list[tuple[str, str]], *, visible: Visibility,
                     raise _bad(f"cannot sort {res_type} by '{key}'", where)
                 p.sort.append((key, desc))
         elif name == "_include":
+            _check_include(res_type, value)
             p.includes.append(value)
         elif name == "_revinclude":
+            _check_revinclude(res_type, value)
             p.revincludes.append(value)
+        elif name.startswith(("_include:", "_revinclude:")):
+            raise _bad(f"{name} is not supported; _include and _revinclude reach one level", where)
         elif name == "_summary":
             if value == "count":
                 p.summary_count = True
@@ -480,6 +498,30 @@ def search(conn: Connection, res_type: str, params: list[tuple[str, str]], *, vi
 
 
 # ---------------------------------------------------------------- _include / _revinclude
+def _check_include(res_type: str, spec: str) -> None:
+    """Checked while parsing, so a bad spec is refused even when nothing matches."""
+    where = f"{res_type}?_include"
+    parts = spec.split(":")
+    if parts[0] != res_type or len(parts) not in (2, 3):
+        raise _bad(f"_include '{spec}' must name {res_type}:<parameter>[:<type>]", where)
+    if parts[1] != "*":
+        sp = search_params(res_type).get(parts[1])
+        if sp is None or sp.type != "reference":
+            raise _bad(f"_include '{spec}': '{parts[1]}' is not a reference parameter of {res_type}", where)
+    if len(parts) == 3 and parts[2] not in resource_types():
+        raise _bad(f"_include '{spec}': unknown resource type '{parts[2]}'", where)
+
+
+def _check_revinclude(res_type: str, spec: str) -> None:
+    where = f"{res_type}?_revinclude"
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in resource_types():
+        raise _bad(f"_revinclude '{spec}' must name <type>:<parameter>[:{res_type}]", where)
+    sp = search_params(parts[0]).get(parts[1])
+    if sp is None or sp.type != "reference":
+        raise _bad(f"_revinclude '{spec}': '{parts[1]}' is not a reference parameter of {parts[0]}", where)
+
+
 def _includes(conn: Connection, res_type: str, matches: list[Stored], p: _Parsed, *,
               visible: Visibility) -> list[Stored]:
     if not matches or not (p.includes or p.revincludes):
@@ -489,15 +531,9 @@ def _includes(conn: Connection, res_type: str, matches: list[Stored], p: _Parsed
     rids = [m.rid for m in matches]
     it = t.idx_reference
     for spec in p.includes:
-        parts = spec.split(":")
-        if parts[0] != res_type or len(parts) < 2:
-            raise _bad(f"_include must name {res_type}:<parameter>[:<type>]", f"{res_type}?_include")
+        parts = spec.split(":")  # checked by _check_include
         q = select(it.c.target_type, it.c.target_id).where(it.c.rid.in_(rids), it.c.target_id.is_not(None))
         if parts[1] != "*":
-            sp = search_params(res_type).get(parts[1])
-            if sp is None or sp.type != "reference":
-                raise _bad(f"'{parts[1]}' is not a reference parameter of {res_type}",
-                           f"{res_type}?_include")
             q = q.where(it.c.param == parts[1])
         if len(parts) > 2:
             q = q.where(it.c.target_type == parts[2])
@@ -516,13 +552,9 @@ def _includes(conn: Connection, res_type: str, matches: list[Stored], p: _Parsed
                     seen.add((s.res_type, s.res_id))
                     out.append(s)
     for spec in p.revincludes:
-        parts = spec.split(":")
-        if len(parts) < 2 or parts[0] not in resource_types():
-            raise _bad("_revinclude must name <type>:<parameter>", f"{res_type}?_revinclude")
-        src_type, param = parts[0], parts[1]
-        sp = search_params(src_type).get(param)
-        if sp is None or sp.type != "reference":
-            raise _bad(f"'{param}' is not a reference parameter of {src_type}", f"{res_type}?_revinclude")
+        src_type, param, *target = spec.split(":")  # checked by _check_revinclude
+        if target and target[0] != res_type:
+            continue
         ids = [m.res_id for m in matches]
         sub = select(it.c.rid).where(it.c.res_type == src_type, it.c.param == param,
                                      it.c.target_type == res_type, it.c.target_id.in_(ids))
