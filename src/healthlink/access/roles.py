@@ -128,3 +128,113 @@ def region_wide(roles: frozenset[str], res_type: str, op: str) -> bool:
                 continue
         return True
     return False
+
+
+# ------------------------------------------------------------------ docs/roles.md
+_OP_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+_AUDITED = """\
+## What is audited
+
+Every record is a FHIR R4 `AuditEvent` (IHE Basic Audit Log Patterns fields) in the append-only
+`audit_event` table. It carries: **when** (`recorded`, UTC, microseconds); **who** (`agent.who`:
+`Practitioner/<id>` for staff, `Device/<client id>` for a hospital system, with the username as
+`display`, and `agent.role`: the roles held); **from which institution** (`agent.location`,
+`source.site`); **from which network address** (`agent.network.address`); the **request id**
+(extension `request-id`, the `X-Request-Id` the response carried); **why** (`purposeOfEvent`:
+`TREAT` for clinical requests, `HOPERAT` for logins and operations); **what** (`subtype`: the
+FHIR interaction or platform event, `action` C/R/U/D/E, and `entity`: every patient concerned
+with role *Patient*, every resource touched as `Type/id`, and a search's query text); and the
+**outcome** (`0` success, `4` refused or invalid request, `8` server-side failure, with
+`outcomeDesc` giving the HTTP status and reason).
+
+Recorded:
+
+* every request on **patient data** (the types of the *patient* class above): `read`, `vread`,
+  `history-instance`, `history-type`, `search-type` (naming every patient on the returned page,
+  matches and `_include`/`_revinclude` alike), `everything` (`Patient/$everything`), `create`,
+  `update`, `delete`, `transaction` (one record per Bundle) and `batch` (one per entry), whether
+  it succeeded, was refused (403), asked for something the actor may not see (404), or failed;
+* every request on **audit data**: searches and reads of `AuditEvent` by the audit administrator
+  (reading the log is itself logged) and every refused attempt by anyone else;
+* every **staff login** (success and failure, including unknown usernames and locked accounts)
+  and every **client-credentials token request** (success and failure).
+
+Not recorded: requests without valid credentials (answered 401 before any data is touched);
+request bodies refused as malformed or invalid FHIR (400) before any stored data is looked at;
+logins asking for a malformed or non-`user/` scope (400); single reads and writes of directory
+data; `/fhir/metadata`, `/api/me`, `/healthz` and `/metrics`.
+
+Guarantees: a write and its record are one database transaction, so no change is made without
+its record (if the record cannot be written the client gets 503 and nothing is changed). A
+read's record is committed (group commit, ADR 0004) before any data is sent; if it cannot be,
+the client gets 503 and no data. No route changes or deletes an audit record (`POST`, `PUT`,
+`PATCH`, `DELETE` on `AuditEvent` answer 405), the platform never deletes them, and only the
+audit administrator can read them.
+"""
+
+
+def _words(ops: str) -> str:
+    return ", ".join(_OP_WORDS[o] for o in "crsud" if o in ops)
+
+
+def _ops_text(role: Role, cls: str) -> str:
+    ops = role.ops.get(cls, "")
+    if not ops:
+        return "—"
+    if cls != "patient" or (role.read_types is None and role.write_types is None):
+        return _words(ops)
+    parts = []
+    for subset, types in (("rs", role.read_types), ("cud", role.write_types)):
+        mine = "".join(o for o in ops if o in subset)
+        if mine:
+            parts.append(f"{_words(mine)}: " + ("all types" if types is None else ", ".join(sorted(types))))
+    return "; ".join(parts)
+
+
+def _scope_text(role: Role) -> str:
+    if "patient" not in role.ops:
+        return "no patient data"
+    return "all institutions (region)" if role.scope == "region" else "own institution"
+
+
+def render_markdown() -> str:
+    """docs/roles.md, generated from :data:`ROLES` (a test keeps the file equal to this)."""
+    lines = [
+        "# Roles",
+        "",
+        "<!-- Generated from src/healthlink/access/roles.py by "
+        "healthlink.access.roles.render_markdown(); do not edit by hand. -->",
+        "",
+        "What an actor may do is what its roles allow, narrowed by the SMART v2 scopes of its "
+        "access token (scopes never widen a role). Data falls into three classes:",
+        "",
+        "* **patient** — Patient, Person and every type in the Patient compartment "
+        f"({len(patient_types())} types, e.g. Observation, Encounter, MedicationRequest);",
+        "* **directory** — Organization, Practitioner, Location, Medication and every other "
+        "non-patient type, shared across the region;",
+        "* **audit** — AuditEvent, the access log (read-only for everyone).",
+        "",
+        "Patient data of another institution is not visible to an institution-scoped role: reading "
+        "its id answers 404 (its existence is not revealed), searches, `_include`, `_revinclude`, "
+        "chains, history and `$everything` leave it out, and no resource may be written into the "
+        "compartment of a patient the actor cannot see (422). A missing permission for a whole "
+        "type answers 403. The system, security and audit administrator roles are held separately "
+        "(MLPS level 3 separation of duties): a user holding one holds no other role.",
+        "",
+        "| role | title | 中文 | patient data of | patient data | directory data | audit data | basis |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in ROLES.values():
+        lines.append(f"| `{r.code}` | {r.title} | {r.title_zh} | {_scope_text(r)} | "
+                     f"{_ops_text(r, 'patient')} | {_ops_text(r, 'directory')} | "
+                     f"{_ops_text(r, 'audit')} | {r.basis} |")
+    lines += [
+        "",
+        f"Staff accounts hold the roles {', '.join(f'`{c}`' for c in STAFF_ROLES)}. "
+        "`his_client` is given to hospital systems that log in with client credentials, "
+        "`system` to the platform's own jobs; neither can be given to a user.",
+        "",
+        _AUDITED,
+    ]
+    return "\n".join(lines)
