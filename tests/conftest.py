@@ -141,6 +141,24 @@ def his_client(client: TestClient, platform: Platform, make_institution):  # noq
     return make
 
 
+@pytest.fixture(scope="module")
+def module_his_client(client: TestClient, platform: Platform) -> Staff:
+    """One hospital system of a new institution for a whole module (modules that load a
+    large data set once, then check it in several tests)."""
+    from healthlink.demo import organization
+
+    org, cid = _unique("org"), _unique("his")
+    repo = platform.system_repository("tests")
+    with platform.db.write() as conn:
+        repo.update_in(conn, "Organization", org, organization(org, f"Test {org}", "county", None),
+                       if_match=None)
+    secret = add_client(platform.db, client_id=cid, display_name=cid, institution_id=org)
+    r = client.post("/api/auth/token", data={"grant_type": "client_credentials",
+                                             "client_id": cid, "client_secret": secret})
+    assert r.status_code == 200, r.text
+    return Staff(cid, org, {"Authorization": f"Bearer {r.json()['access_token']}"}, ["his_client"])
+
+
 @pytest.fixture
 def auditor(staff):  # noqa: ANN001, ANN201
     return staff("audit_admin")

@@ -29,6 +29,8 @@ _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 def _entry_expr(expr: str, index: int) -> str:
     if expr.startswith("Bundle."):
         return expr
+    if "?" in expr:  # a search parameter ('Condition?_list'): it came from request.url
+        return f"Bundle.entry[{index}].request.url"
     head, dot, rest = expr.partition(".")
     if dot and head[:1].isupper():
         return f"Bundle.entry[{index}].resource.{rest}"
@@ -109,22 +111,31 @@ def process(repo: Repository, bundle: object) -> dict:
     return _transaction(repo, entries)
 
 
-def _prepare(entries: list) -> list[_Plan]:
+def _prepare(entries: list, *, first: int = 0) -> list[_Plan]:
+    """Check every entry (``first`` is the index of ``entries[0]`` in the Bundle)."""
     plans, issues = [], []
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(entries, start=first):
         try:
             method, url = _request(entry, i)
         except HealthLinkError as exc:
             issues.extend(exc.issues)
             continue
         p = _Plan(i, method, url, entry)
-        if p.res_type not in resource_types():
-            issues.append(Issue("not-supported", f"unknown resource type in '{url}'",
-                                (f"Bundle.entry[{i}].request.url",)))
+        where = (f"Bundle.entry[{i}].request.url",)
+        n = len(issues)
+        if "://" in url.partition("?")[0]:
+            # Bundle.entry.request.url is relative to the base the Bundle is posted to
+            issues.append(Issue("not-supported", f"request.url '{url}' must be relative to this "
+                                "server's base, such as 'Patient/123'", where))
+        elif p.res_type not in resource_types():
+            issues.append(Issue("not-supported", f"unknown resource type in '{url}'", where))
+        elif method == "POST" and len(p.path_parts) != 1:
+            issues.append(Issue("not-supported", f"POST '{url}': an entry may create a resource "
+                                "(request.url is its type); operations are not supported", where))
         if method in ("POST", "PUT"):
-            for iss in check_resource(p.resource, path=f"Bundle.entry[{i}].resource",
-                                      expected_type=p.res_type):
-                issues.append(iss)
+            # the resource is checked against the url's type only when the url made sense
+            issues.extend(check_resource(p.resource, path=f"Bundle.entry[{i}].resource",
+                                         expected_type=p.res_type if len(issues) == n else None))
         plans.append(p)
     if issues:
         raise Invalid(f"{len(issues)} problem(s) in the Bundle: {issues[0].diagnostics}", issues)
@@ -152,11 +163,15 @@ def _transaction(repo: Repository, entries: list) -> dict:
     current = -1
     try:
         with repo.s.db.write() as conn:
-            for p in sorted(plans, key=lambda x: (_ORDER[x.method], x.i)):
-                current = p.i
-                if p.resource is not None and mapping:
-                    p.resource = _rewrite(p.resource, mapping)
-                results[p.i] = _run_entry(repo, conn, p, mapping, touched)
+            for run in _runs(repo, sorted(plans, key=_processing_order)):
+                if len(run) > 1 and _create_together(repo, conn, run, mapping, results, touched):
+                    current = run[-1].i
+                    continue
+                for p in run:
+                    current = p.i
+                    if p.resource is not None and mapping:
+                        p.resource = _rewrite(p.resource, mapping)
+                    results[p.i] = _run_entry(repo, conn, p, mapping, touched)
             repo.s.audit.write_in(conn, repo._record("transaction", touched))
     except HealthLinkError as exc:
         if current >= 0:
@@ -167,6 +182,48 @@ def _transaction(repo: Repository, entries: list) -> dict:
             "entry": [results[p.i] for p in sorted(plans, key=lambda x: x.i)]}
 
 
+def _processing_order(p: _Plan) -> tuple[int, int, int]:
+    """DELETE, POST, PUT, GET (http.html#trules).  Within the POSTs, conditional creates
+    (ifNoneExist) go first: an entry that refers to one must get the id of the resource it
+    matched, not the id it would have been given."""
+    conditional = p.method == "POST" and bool((p.entry.get("request") or {}).get("ifNoneExist"))
+    return _ORDER[p.method], 0 if conditional else 1, p.i
+
+
+def _plain_create(repo: Repository, p: _Plan) -> bool:
+    return (p.method == "POST" and not (p.entry.get("request") or {}).get("ifNoneExist")
+            and repo._permitted(p.res_type, "c"))
+
+
+def _runs(repo: Repository, ordered: list[_Plan]) -> list[list[_Plan]]:
+    """Split the entries, in processing order, into runs of plain creates (written
+    together) and single other entries."""
+    runs: list[list[_Plan]] = []
+    for p in ordered:
+        if runs and _plain_create(repo, p) and _plain_create(repo, runs[-1][-1]):
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
+
+
+def _create_together(repo: Repository, conn: Connection, run: list[_Plan], mapping: dict[str, str],
+                     results: dict[int, dict], touched: list[Stored]) -> bool:
+    """Create a run of POST entries with one statement per table.  False (nothing written)
+    if any of them fails: the caller then runs them one by one, which names the entry at
+    fault exactly as it always did."""
+    resources = [_rewrite(p.resource, mapping) if mapping else p.resource for p in run]
+    try:
+        stored = repo.create_many_in(conn, [(r, p.assigned_id) for r, p in zip(resources, run)])
+    except HealthLinkError:
+        return False
+    base = repo.s.base_url.rstrip("/")
+    for p, s in zip(run, stored):
+        results[p.i] = _response(s, "201 Created", base, location=True)
+    touched.extend(stored)
+    return True
+
+
 def _run_entry(repo: Repository, conn: Connection, p: _Plan, mapping: dict[str, str],
                touched: list[Stored]) -> dict:
     base = repo.s.base_url.rstrip("/")
@@ -174,6 +231,8 @@ def _run_entry(repo: Repository, conn: Connection, p: _Plan, mapping: dict[str, 
     if_match = _etag_version(req.get("ifMatch"))
     if p.method == "POST":
         if_none = req.get("ifNoneExist")
+        if isinstance(if_none, str) and if_none.startswith(f"{p.res_type}?"):
+            if_none = if_none[len(p.res_type) + 1:]  # the query alone is asked for; accept 'Type?query'
         if if_none:
             found = repo._conditional_matches(conn, p.res_type, if_none)
             if len(found) > 1:
@@ -216,9 +275,10 @@ def _run_entry(repo: Repository, conn: Connection, p: _Plan, mapping: dict[str, 
     # GET / HEAD: read or search
     if len(p.path_parts) == 2 and not p.query:
         repo._require(p.res_type, "read")
-        s = store.read(conn, p.res_type, p.path_parts[1])
-        if not repo._can_see(s):
+        cur = store.read_current(conn, p.res_type, p.path_parts[1])
+        if cur is None or not repo._can_see(cur):  # checked before Gone: 410 would reveal the id
             raise NotFound(f"{p.res_type}/{p.path_parts[1]} is not known")
+        s = store.read(conn, p.res_type, p.path_parts[1])
         touched.append(s)
         return {"resource": s.json(), "response": {"status": "200 OK", "etag": s.etag}}
     if len(p.path_parts) == 1:
@@ -239,8 +299,7 @@ def _batch(repo: Repository, entries: list) -> dict:
     out = []
     for i, entry in enumerate(entries):
         try:
-            (p,) = _prepare([entry])
-            p.i = i
+            (p,) = _prepare([entry], first=i)
             touched: list[Stored] = []
             with repo.s.db.write() as conn:
                 res = _run_entry(repo, conn, p, {}, touched)

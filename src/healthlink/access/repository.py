@@ -8,7 +8,8 @@ returned).  Adapters call it; they never touch tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection, select
@@ -19,7 +20,8 @@ from healthlink.access.scopes import scopes_allow
 from healthlink.db import Database
 from healthlink.db import tables as t
 from healthlink.errors import (
-    Forbidden, HealthLinkError, Invalid, Issue, NotFound, PreconditionFailed, Unprocessable,
+    Conflict, Forbidden, HealthLinkError, Invalid, Issue, MethodNotAllowed, NotFound, PreconditionFailed,
+    Unprocessable,
 )
 from healthlink.fhir import search as S
 from healthlink.fhir import store
@@ -27,6 +29,13 @@ from healthlink.fhir.definitions import resource_types
 from healthlink.fhir.store import Stored
 from healthlink.fhir.validation import validate_resource
 from healthlink.ledger import AuditRecord, AuditWriter
+
+# Types the platform does not keep as resources, and why (ADR 0008).
+NOT_STORED = {
+    "Bundle": "Bundles are not stored as resources: send transaction and batch Bundles to "
+              "POST /fhir. A stored document or collection would hold patient data outside the "
+              "per-institution access rules and the audit trail.",
+}
 
 OPS = {"read": "r", "vread": "r", "history-instance": "r", "history-type": "s", "search-type": "s",
        "create": "c", "update": "u", "delete": "d", "everything": "r"}
@@ -55,19 +64,36 @@ class Repository:
         self.ctx = ctx
         self.s = services
         self.actor = ctx.actor
+        self._failures: list[AuditRecord] | None = None
 
     # ------------------------------------------------------------ access rules
     def _permitted(self, res_type: str, op: str) -> bool:
         return R.allowed(self.actor.roles, res_type, op) and scopes_allow(self.actor.scopes, res_type, op)
 
-    def _require(self, res_type: str, interaction: str) -> None:
+    @staticmethod
+    def _known_type(res_type: str) -> None:
+        """An unknown type in the URL is 404 (nothing is served there), checked before
+        the body is validated against it."""
         if res_type not in resource_types():
             raise NotFound(f"unknown resource type '{res_type}'",
                            [Issue("not-supported", f"unknown resource type '{res_type}'", (res_type,))])
+
+    def _require(self, res_type: str, interaction: str, *, audit: bool = False) -> None:
+        """Refuse with 403 what the roles and scopes do not allow.
+
+        ``audit`` records the refusal; only callers outside a transaction pass it.  Inside
+        one (the ``*_in`` methods, Bundles) the caller audits after the rollback: on SQLite
+        the open write transaction holds the only write lock, which the audit writer needs,
+        so waiting for it there would stall until the audit timeout and lose the record."""
+        self._known_type(res_type)
         op = OPS[interaction]
+        if op in "cud" and res_type in NOT_STORED:
+            raise MethodNotAllowed(NOT_STORED[res_type],
+                                   [Issue("not-supported", NOT_STORED[res_type], (res_type,))],
+                                   headers={"Allow": "GET"})
         if not self._permitted(res_type, op):
             exc = Forbidden(f"your role and scopes do not allow {interaction} on {res_type}")
-            if R.data_class(res_type) != "directory":
+            if audit and R.data_class(res_type) != "directory":
                 self._audit_failure(interaction, exc, entities=[res_type])
             raise exc
 
@@ -115,6 +141,9 @@ class Repository:
                           outcome="minor" if exc.status < 500 else "serious",
                           outcome_desc=f"{exc.status} {exc.message}", entities=list(entities),
                           patients=patients or set(), query=query)
+        if self._failures is not None:  # read_async writes them without blocking its loop
+            self._failures.append(rec)
+            return
         try:
             self.s.audit.record(rec)
         except HealthLinkError:
@@ -122,47 +151,92 @@ class Repository:
 
     # ------------------------------------------------------------ reads
     def read(self, res_type: str, res_id: str) -> Stored:
-        self._require(res_type, "read")
-        with self.s.db.read() as conn:
-            s = self._load_visible(conn, res_type, res_id)
+        s = self._read_visible(res_type, res_id)
         self._audit_read("read", [s])
         return s
 
-    def _load_visible(self, conn: Connection, res_type: str, res_id: str) -> Stored:
+    async def read_async(self, res_type: str, res_id: str) -> Stored:
+        """:meth:`read` for a coroutine: the same checks and the same audit record, durable
+        before the resource is returned, but the wait for the audit commit holds no thread.
+
+        On SQLite the primary-key lookup runs in the event loop itself: it is a read from
+        the page cache that costs less under the GIL than handing it to a worker thread,
+        and its refusals' audit records are awaited below rather than waited for in the
+        loop.  On PostgreSQL it is a network round trip, so it runs in a worker thread
+        (ADR 0007)."""
+        try:
+            if self.s.db.is_sqlite:
+                self._failures = []
+                s = self._read_visible(res_type, res_id)
+            else:
+                s = await asyncio.get_running_loop().run_in_executor(
+                    None, self._read_visible, res_type, res_id)
+        except HealthLinkError:
+            for rec in self._failures or ():
+                try:
+                    await self.s.audit.record_async(rec)
+                except HealthLinkError:
+                    pass  # the original error is what the client must see
+            raise
+        finally:
+            self._failures = None
+        if self._is_patient_data(s.res_type):
+            await self.s.audit.record_async(self._record("read", [s]))
+        return s
+
+    def _read_visible(self, res_type: str, res_id: str) -> Stored:
+        self._require(res_type, "read", audit=True)
+        with self.s.db.read() as conn:
+            return self._load_visible(conn, res_type, res_id)
+
+    def _load_visible(self, conn: Connection, res_type: str, res_id: str, *,
+                      interaction: str = "read") -> Stored:
         """Load the current version; resources the actor may not see are 'not known'
         (a 404 does not reveal that another institution holds the id)."""
         try:
             s = store.read(conn, res_type, res_id)
         except NotFound as exc:
             if self._is_patient_data(res_type):
-                self._audit_failure("read", exc, entities=[f"{res_type}/{res_id}"])
+                self._audit_failure(interaction, exc, entities=[f"{res_type}/{res_id}"])
             raise
         except HealthLinkError as exc:  # Gone
             cur = store.read_current(conn, res_type, res_id)
             if cur is not None and not self._can_see(cur):
-                raise NotFound(f"{res_type}/{res_id} is not known") from None
+                raise self._unknown(interaction, res_type, res_id, cur) from None
+            if self._is_patient_data(res_type):
+                self._audit_failure(interaction, exc, entities=[f"{res_type}/{res_id}"],
+                                    patients={cur.patient_id} if cur is not None and cur.patient_id else set())
             raise exc
         if not self._can_see(s):
             exc2 = NotFound(f"{res_type}/{res_id} is not known")
-            self._audit_failure("read", exc2, entities=[f"{res_type}/{res_id}"],
+            self._audit_failure(interaction, exc2, entities=[f"{res_type}/{res_id}"],
                                 patients={s.patient_id} if s.patient_id else set())
             raise exc2
         return s
 
+    def _unknown(self, interaction: str, res_type: str, res_id: str, cur: Stored | None) -> NotFound:
+        """The 404 for an id that does not exist or that the actor may not see (the same
+        answer for both, so it does not reveal another institution's ids), audited."""
+        exc = NotFound(f"{res_type}/{res_id} is not known")
+        if self._is_patient_data(res_type):
+            self._audit_failure(interaction, exc, entities=[f"{res_type}/{res_id}"],
+                                patients={cur.patient_id} if cur is not None and cur.patient_id else set())
+        return exc
+
     def vread(self, res_type: str, res_id: str, version_id: str) -> Stored:
-        self._require(res_type, "vread")
+        self._require(res_type, "vread", audit=True)
         if not version_id.isdigit():
             raise NotFound(f"{res_type}/{res_id} has no version '{version_id}'")
         with self.s.db.read() as conn:
             cur = store.read_current(conn, res_type, res_id)
             if cur is None or not self._can_see(cur):
-                raise NotFound(f"{res_type}/{res_id} is not known")
+                raise self._unknown("vread", res_type, res_id, cur)
             s = store.vread(conn, res_type, res_id, int(version_id))
         self._audit_read("vread", [s])
         return s
 
     def search(self, res_type: str, params: list[tuple[str, str]]) -> S.Page:
-        self._require(res_type, "search-type")
+        self._require(res_type, "search-type", audit=True)
         query = f"{res_type}?" + "&".join(f"{k}={v}" for k, v in params)
         try:
             with self.s.db.read() as conn:
@@ -179,28 +253,33 @@ class Repository:
 
     def history(self, res_type: str, res_id: str | None, *, count: int | None, cursor: str | None,
                 since: str | None) -> tuple[list[Stored], str | None]:
-        self._require(res_type, "history-instance" if res_id else "history-type")
+        self._require(res_type, "history-instance" if res_id else "history-type", audit=True)
         n = min(count or self.s.default_page_size, self.s.max_page_size)
         with self.s.db.read() as conn:
             if res_id:
                 cur = store.read_current(conn, res_type, res_id)
                 if cur is None or not self._can_see(cur):
-                    raise NotFound(f"{res_type}/{res_id} is not known")
+                    raise self._unknown("history-instance", res_type, res_id, cur)
             versions, nxt = S.history(conn, res_type, res_id, visible=lambda rt: self.visibility(rt, "r"),
                                       count=n, cursor=cursor, since=since)
             if res_id:
                 versions = [Stored(v.rid, v.res_type, v.res_id, v.version_id, v.last_updated, v.deleted,
                                    v.institution_id, cur.patient_id, v.content, v.method)  # type: ignore[union-attr]
                             for v in versions]
+            elif versions and self._is_patient_data(res_type):
+                # the version rows do not carry the compartment; the audit record needs it
+                pids = dict(conn.execute(select(t.resource.c.rid, t.resource.c.patient_id)
+                                         .where(t.resource.c.rid.in_({v.rid for v in versions}))).all())
+                versions = [replace(v, patient_id=pids.get(v.rid)) for v in versions]
         self._audit_read("history-instance" if res_id else "history-type", versions,
                          force=self._is_patient_data(res_type))
         return versions, nxt
 
     def everything(self, patient_id: str, *, count: int | None, cursor: str | None) -> tuple[list[Stored], str | None]:
-        self._require("Patient", "everything")
+        self._require("Patient", "everything", audit=True)
         n = min(count or self.s.default_page_size, self.s.max_page_size)
         with self.s.db.read() as conn:
-            self._load_visible(conn, "Patient", patient_id)
+            self._load_visible(conn, "Patient", patient_id, interaction="everything")
             items, nxt = S.everything(conn, patient_id, visible=lambda rt: self.visibility(rt, "r"),
                                       count=n, cursor=cursor)
         rec = self._record("everything", items)
@@ -228,6 +307,21 @@ class Repository:
                          base_url=self.s.base_url)
         self._check_patient_ref(conn, resource, s.patient_id)
         return s
+
+    def create_many_in(self, conn: Connection, items: list[tuple[dict, str | None]]) -> list[Stored]:
+        """:meth:`create_in` for several resources with one statement per table (the POST
+        entries of a transaction Bundle).  On any error none of them is written."""
+        for resource, _ in items:
+            self._require(resource["resourceType"], "create")
+        with conn.begin_nested():
+            stored = store.create_many(conn, items, institution_id=self.actor.institution_id,
+                                       base_url=self.s.base_url)
+            checked: set[str] = set()  # a patient's visibility is the same for every entry
+            for (resource, _), s in zip(items, stored):
+                if s.patient_id and s.patient_id not in checked and resource["resourceType"] != "Patient":
+                    self._check_patient_ref(conn, resource, s.patient_id)
+                    checked.add(s.patient_id)
+        return stored
 
     def update_in(self, conn: Connection, res_type: str, res_id: str, resource: dict, *,
                   if_match: int | None) -> Written:
@@ -262,13 +356,17 @@ class Repository:
                 stored = [r.stored if isinstance(r, Written) else r
                           for r in (result if isinstance(result, list) else [result]) if r is not None]
                 if any(self._is_patient_data(s.res_type) for s in stored) or not stored:
-                    self.s.audit.write_in(conn, self._record(subtype, stored))
+                    rec = self._record(subtype, stored)
+                    if not stored:  # e.g. a delete that found nothing the actor may see
+                        rec.entities = list(entities)
+                    self.s.audit.write_in(conn, rec)
                 return result
         except HealthLinkError as exc:
             self._audit_failure(subtype, exc, entities=entities)
             raise
 
     def create(self, resource: dict, *, res_type: str, if_none_exist: str | None = None) -> Written:
+        self._known_type(res_type)
         validate_resource(resource, expected_type=res_type)
 
         def run(conn: Connection) -> Written:
@@ -293,20 +391,22 @@ class Repository:
         return page.matches
 
     def update(self, res_type: str, res_id: str, resource: dict, *, if_match: int | None) -> Written:
+        self._known_type(res_type)
         validate_resource(resource, expected_type=res_type)
         if resource.get("id") != res_id:
             msg = f"the resource's id ({resource.get('id')!r}) must match the URL's id ({res_id!r})"
             raise Invalid(msg, [Issue("invalid", msg, (f"{res_type}.id",))])
         if not self._permitted(res_type, "u") and not self._permitted(res_type, "c"):
-            self._require(res_type, "update")
+            self._require(res_type, "update", audit=True)
         return self._write("update", lambda c: self.update_in(c, res_type, res_id, resource,
                                                                if_match=if_match),
                            [f"{res_type}/{res_id}"])
 
     def conditional_update(self, res_type: str, query: str, resource: dict, *,
                            if_match: int | None) -> Written:
+        self._known_type(res_type)
         validate_resource(resource, expected_type=res_type)
-        self._require(res_type, "update")
+        self._require(res_type, "update", audit=True)
 
         def run(conn: Connection) -> Written:
             found = self._conditional_matches(conn, res_type, query)
@@ -314,6 +414,11 @@ class Repository:
                 raise PreconditionFailed(f"conditional update '{query}' matches {len(found)} resources")
             if not found:
                 if resource.get("id"):
+                    # FHIR R4 3.1.0.4.3: no match, but the id names an existing resource -> 409
+                    existing = store.read_current(conn, res_type, resource["id"])
+                    if existing is not None and not existing.deleted and self._can_see(existing):
+                        raise Conflict(f"{res_type}/{existing.res_id} exists but does not match "
+                                       f"'{query}'; conditional update will not overwrite it")
                     return self.update_in(conn, res_type, resource["id"], resource, if_match=None)
                 return Written(self.create_in(conn, resource), True)
             target = found[0]
@@ -332,7 +437,7 @@ class Repository:
     def audit_search(self, params: list[tuple[str, str]]):  # noqa: ANN201
         from healthlink.access import auditlog
 
-        self._require("AuditEvent", "search-type")
+        self._require("AuditEvent", "search-type", audit=True)
         with self.s.db.read() as conn:
             items, nxt = auditlog.search(conn, params, default_count=self.s.default_page_size,
                                          max_count=self.s.max_page_size)
@@ -344,7 +449,7 @@ class Repository:
     def audit_read(self, event_id: str) -> str:
         from healthlink.access import auditlog
 
-        self._require("AuditEvent", "read")
+        self._require("AuditEvent", "read", audit=True)
         with self.s.db.read() as conn:
             content = auditlog.read(conn, event_id)
         self.s.audit.record(AuditRecord("read", self.ctx.agent(), entities=[f"AuditEvent/{event_id}"]))

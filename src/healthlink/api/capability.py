@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from healthlink import FHIR_VERSION, __version__
+from healthlink.access.repository import NOT_STORED
 from healthlink.fhir.definitions import resource_types, search_params
 
 # Types whose standard search parameters are all indexed and tested.
@@ -30,23 +31,27 @@ def capability_statement(base_url: str, date: str) -> dict:
                 "documentation": "Read-only: the platform's access log, for the audit administrator.",
             })
             continue
+        writes = rt not in NOT_STORED
         params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
         params += [{"name": c, "type": p.type} for c, p in sorted(search_params(rt).items())]
         entry = {
             "type": rt,
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
-            "conditionalUpdate": True,
+            "updateCreate": writes,
+            "conditionalCreate": writes,
+            "conditionalUpdate": writes,
             "conditionalDelete": "not-supported",
             "interaction": [{"code": c} for c in ("read", "vread", "update", "delete",
                                                   "history-instance", "history-type", "create",
-                                                  "search-type")],
+                                                  "search-type")
+                            if writes or c not in ("update", "delete", "create")],
             "searchInclude": ["*"] + [f"{rt}:{c}" for c, p in sorted(search_params(rt).items())
                                       if p.type == "reference"],
             "searchParam": params,
         }
+        if not writes:
+            entry["documentation"] = NOT_STORED[rt]
         if rt == "Patient":
             entry["operation"] = [{"name": "everything",
                                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]

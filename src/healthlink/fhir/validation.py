@@ -20,6 +20,7 @@ import jsonschema_rs
 
 from healthlink.errors import Invalid, Issue
 from healthlink.fhir.definitions import choice_groups, required_elements, resource_types, schema
+from healthlink.fhir.fhirjson import plain
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _lock = threading.Lock()
@@ -60,7 +61,11 @@ def check_resource(resource: object, *, path: str | None = None,
                       (f"{root}.resourceType",))]
     issues: list[Issue] = []
     seen: set[str] = set()
-    for err in validator(rt).iter_errors(resource):
+    try:
+        errors = list(validator(rt).iter_errors(resource))
+    except ValueError:  # jsonschema-rs takes no float subclass (fhirjson.ExactDecimal)
+        errors = list(validator(rt).iter_errors(plain(resource)))
+    for err in errors:
         ipath = list(err.instance_path)
         # contained resources are checked by their own type below
         if ipath[:1] == ["contained"] and len(ipath) >= 2:
