@@ -187,3 +187,61 @@ oauth_client = Table(
     Column("active", Boolean, nullable=False, default=True),
     Column("created", BigInteger, nullable=False),
 )
+
+# Bulk ingest (healthlink.ingest, docs/ingest.md): one row per upload, with its report.
+ingest_upload = Table(
+    "ingest_upload",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("institution_id", String(64), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("source", Text, nullable=False),  # file names, as given
+    Column("started", BigInteger, nullable=False),
+    Column("finished", BigInteger),
+    Column("status", String(16), nullable=False),  # running, done, failed
+    Column("counts", Text),  # the report (JSON)
+)
+Index("ix_ingest_upload_institution", ingest_upload.c.institution_id, ingest_upload.c.started)
+
+# Records an upload could not accept, with reason and source line: nothing is dropped
+# silently.  One row per distinct record of an institution (raw_hash), so a re-upload of
+# the same file adds none.
+ingest_quarantine = Table(
+    "ingest_quarantine",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("upload_id", String(36), ForeignKey("ingest_upload.id"), nullable=False),
+    Column("institution_id", String(64), nullable=False),
+    Column("source_file", String(1024), nullable=False),
+    Column("line", Integer, nullable=False),  # 1-based line (NDJSON) or entry number (Bundle)
+    Column("res_type", String(64)),
+    Column("source_id", String(128)),
+    Column("reason", String(32), nullable=False),
+    Column("element_path", String(512)),
+    Column("message", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("raw_hash", String(64), nullable=False),
+    UniqueConstraint("institution_id", "raw_hash", name="uq_ingest_quarantine_raw"),
+)
+Index("ix_ingest_quarantine_upload", ingest_quarantine.c.upload_id)
+
+# Idempotency: an institution's source id ("id:<id>") or business identifier
+# ("identifier:<system>|<value>") of a resource type -> the stored resource's id.
+ingest_source_key = Table(
+    "ingest_source_key",
+    metadata,
+    Column("institution_id", String(64), primary_key=True),
+    Column("res_type", String(64), primary_key=True),
+    Column("key", String(512), primary_key=True),
+    Column("res_id", String(64), nullable=False),
+)
+
+# Patients created by a bulk upload, waiting for the EMPI's batch linking (a later issue).
+empi_pending = Table(
+    "empi_pending",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("institution_id", String(64), nullable=False),
+    Column("upload_id", String(36), nullable=False),
+    Column("queued", BigInteger, nullable=False),
+)

@@ -1,0 +1,126 @@
+"""Bulk ingest throughput: `python bench/ingest.py [N] [PG_URL]`.
+
+Generates a demo region of N Patient records (generation is NOT timed), then times
+`healthlink.ingest.ingest_files` for every institution's folder (pass 1 checks + reference
+resolution + pass 2 batched writes with search indexing, source keys and audit records,
+at production durability) into a fresh SQLite file and into a fresh PostgreSQL database.
+On PostgreSQL it then copies exactly the rows the pipeline wrote (resource, resource_version
+and idx_* rows, read back beforehand so nothing is computed in the timed part) into bare
+tables of the same shape with `COPY ... FROM STDIN`: the physical limit of this machine for
+that work.  EMPI batch linking is not part of it (the EMPI is a later issue; new Patients
+are only queued in `empi_pending`, which the timing includes).  Prints resources/s.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from healthlink.db.migrate import upgrade
+from healthlink.demogen import Options, write_region
+from healthlink.demogen.stream import DIRECTORY
+from healthlink.ingest import ingest_files
+from healthlink.runtime import Platform
+from healthlink.settings import Settings
+
+QUARANTINED: dict[str, int] = {}  # by database URL: the generator's error model trips the rules
+TABLES = ("resource", "resource_version", "idx_token", "idx_string", "idx_date", "idx_reference",
+          "idx_quantity", "idx_number", "idx_uri")
+
+
+def _load_directory(plat: Platform, folder: Path) -> int:
+    import orjson
+
+    items = [(orjson.loads(line), None) for f in sorted(folder.glob("*.ndjson"))
+             for line in f.read_bytes().splitlines() if line.strip()]
+    items = [(r, r.get("id")) for r, _ in items]
+    repo = plat.system_repository("bench")
+    with plat.db.write() as conn:
+        repo.create_many_in(conn, items)
+    return len(items)
+
+
+def run(url: str, region: Path, data_dir: Path) -> tuple[int, float, Platform]:
+    plat = Platform.start(Settings(database_url=url, data_dir=data_dir, secret_key="bench-" + "x" * 40,
+                                   log_level="WARNING"))
+    upgrade(plat.db)
+    _load_directory(plat, region / DIRECTORY)
+    folders = sorted(p for p in region.iterdir() if p.is_dir() and p.name != DIRECTORY)
+    n = 0
+    t = time.perf_counter()
+    for folder in folders:
+        rep = ingest_files(plat.services, sorted(folder.glob("*.ndjson")), institution=folder.name,
+                           batch_size=1000)
+        n += rep.totals()["accepted"]
+        QUARANTINED[url] = QUARANTINED.get(url, 0) + rep.totals()["quarantined"]
+    return n, time.perf_counter() - t, plat
+
+
+def raw_copy(plat: Platform) -> tuple[int, float]:
+    """COPY the rows the pipeline wrote into bare tables of the same shape (no indexes)."""
+    import psycopg
+
+    dsn = str(plat.db.url).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        data: dict[str, bytes] = {}
+        rows = 0
+        for table in TABLES:
+            buf = io.BytesIO()
+            with conn.cursor().copy(f"COPY {table} TO STDOUT") as cp:
+                for chunk in cp:
+                    buf.write(chunk)
+            data[table] = buf.getvalue()
+            rows += data[table].count(b"\n")
+            conn.execute(f"CREATE TABLE bare_{table} (LIKE {table} INCLUDING DEFAULTS)")
+        conn.commit()
+        t = time.perf_counter()
+        for table in TABLES:
+            with conn.cursor().copy(f"COPY bare_{table} FROM STDIN") as cp:
+                cp.write(data[table])
+        conn.commit()
+        return rows, time.perf_counter() - t
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000
+    pg = sys.argv[2] if len(sys.argv) > 2 else "postgresql+psycopg://postgres@127.0.0.1:5432"
+    print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}; "
+          f"N = {n:,} Patient records")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        stats = write_region(Options(patients=n), tmp / "region")
+        print(f"generated {stats.resources:,} resources (not timed)")
+        count, secs, plat = run(f"sqlite:///{tmp / 'bench.db'}", tmp / "region", tmp / "sq")
+        plat.close()
+        print(f"SQLite:     {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s "
+              f"({sum(QUARANTINED.values()):,} records quarantined)")
+        import psycopg
+
+        name = f"bench_ingest_{uuid.uuid4().hex[:8]}"
+        admin = pg.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        try:
+            count, secs, plat = run(f"{pg}/{name}", tmp / "region", tmp / "pg")
+            print(f"PostgreSQL: {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s")
+            rows, csecs = raw_copy(plat)
+            plat.close()
+            print(f"raw COPY of the same {rows:,} rows (resources + versions + index rows): {csecs:.2f} s "
+                  f"= {count / csecs:,.0f} resources/s; pipeline reaches "
+                  f"{100 * (count / secs) / (count / csecs):.1f}% of it")
+        finally:
+            with psycopg.connect(admin, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
