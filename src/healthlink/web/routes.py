@@ -1,0 +1,120 @@
+"""The pages.  Each handler parses the request, calls the repository (which applies the
+access rules and writes the audit record) or a service, and renders a template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from healthlink.errors import NotFound, Unauthorized
+from healthlink.web import i18n, session, summary, uploads
+from healthlink.web.i18n import N_
+from healthlink.web.session import PageRoute, render
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+STATIC = Path(__file__).parent / "static"
+_STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".LICENSE": "text/plain; charset=utf-8"}
+
+
+def _safe_next(nxt: str | None) -> str:
+    """Only same-site paths (no open redirect to another host)."""
+    if not nxt or not nxt.startswith("/") or nxt.startswith("//") or urlsplit(nxt).netloc:
+        return "/"
+    return nxt
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    path = STATIC / name
+    if "/" in name or path.suffix not in _STATIC_TYPES or not path.is_file():
+        raise NotFound(f"no asset {name}")
+    return Response(path.read_bytes(), media_type=_STATIC_TYPES[path.suffix],
+                    headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:  # noqa: A002
+    return render(request, "login.html", next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+def login(request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()],
+          csrf_token: Annotated[str | None, Form()] = None,
+          next: Annotated[str | None, Form()] = None) -> Response:  # noqa: A002
+    session.check_csrf(request, csrf_token)
+    client = request.client
+    try:
+        tok = request.app.state.platform.accounts.login(
+            username, password, ctx_address=client.host if client else None,
+            request_id=request.scope["state"]["request_id"])
+    except Unauthorized:
+        return render(request, "login.html", status=401, next=_safe_next(next),
+                      error=N_("Wrong username or password, or the account is locked."))
+    resp = RedirectResponse(_safe_next(next), status_code=303)
+    resp.set_cookie(session.TOKEN_COOKIE, tok.access_token, max_age=tok.expires_in, httponly=True,
+                    samesite="lax", secure=session.secure_cookie(request))
+    return resp
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    session.check_csrf(request, csrf_token)
+    resp = RedirectResponse("/login", status_code=303)
+    resp.delete_cookie(session.TOKEN_COOKIE)
+    return resp
+
+
+@router.post("/lang")
+def switch_language(request: Request, lang: Annotated[str, Form()],
+                    csrf_token: Annotated[str | None, Form()] = None,
+                    next: Annotated[str | None, Form()] = None) -> Response:  # noqa: A002
+    session.check_csrf(request, csrf_token)
+    resp = RedirectResponse(_safe_next(next), status_code=303)
+    resp.set_cookie(session.LANG_COOKIE, i18n.pick(lang), max_age=365 * 24 * 3600, samesite="lax",
+                    secure=session.secure_cookie(request))
+    return resp
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    ctx = session.context(request)
+    return render(request, "home.html", ctx=ctx, cards=summary.home_cards(ctx.actor.roles))
+
+
+@router.get("/institutions")
+def institutions(request: Request) -> Response:
+    ctx = session.context(request)
+    repo = request.app.state.platform.repository(ctx)
+    return render(request, "institutions.html", ctx=ctx, tree=summary.institution_tree(repo),
+                  tiers=summary.TIERS)
+
+
+@router.get("/patients")
+def patients(request: Request, name: str = "", identifier: str = "", birthdate: str = "") -> Response:
+    ctx = session.context(request)
+    criteria = {"name": name.strip(), "identifier": identifier.strip(), "birthdate": birthdate.strip()}
+    rows = None
+    if any(criteria.values()):
+        repo = request.app.state.platform.repository(ctx)
+        rows = summary.find_patients(repo, criteria)
+    template = "_patient_rows.html" if request.headers.get("hx-request") else "patients.html"
+    return render(request, template, ctx=ctx, criteria=criteria, rows=rows)
+
+
+@router.get("/patients/{patient_id}")
+def patient(request: Request, patient_id: str) -> Response:
+    ctx = session.context(request)
+    repo = request.app.state.platform.repository(ctx)
+    return render(request, "patient.html", ctx=ctx, p=summary.patient_summary(repo, patient_id))
+
+
+@router.get("/uploads")
+def upload_page(request: Request) -> Response:
+    ctx = session.context(request)
+    return render(request, "uploads.html", ctx=ctx,
+                  reports=uploads.recent_reports(request.app.state.platform, ctx))
