@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-sqlite test-postgresql postgres bench clean
+.PHONY: install install-browser run test test-sqlite test-postgresql postgres bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ postgres:
 	  for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
 	  pg_isready -h 127.0.0.1 -p 5432; }
 
+## Debian's chromium and a CJK font for the browser tests (Playwright drives /usr/bin/chromium;
+## its own browser download is not used).  Runs as root on the project's machines.
+install-browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium fonts-noto-cjk)
+
 ## The whole suite, on SQLite and then on PostgreSQL.
-test: install postgres
+test: install install-browser postgres
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgresql
 

@@ -85,7 +85,7 @@ def test_unexpected_errors_answer_500_without_a_trace(app, client, staff, monkey
     def boom(self, *a, **k):  # noqa: ANN001, ANN002, ANN003
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(Repository, "read", boom)
+    monkeypatch.setattr(Repository, "_read_visible", boom)  # under read and read_async
     doc = staff("doctor")
     from fastapi.testclient import TestClient
 

@@ -186,7 +186,7 @@ class Repository:
 
     def _read_visible(self, res_type: str, res_id: str) -> Stored:
         self._require(res_type, "read", audit=True)
-        with self.s.db.read() as conn:
+        with self.s.db.read_one() as conn:  # one primary-key lookup (a second only for a 410)
             return self._load_visible(conn, res_type, res_id)
 
     def _load_visible(self, conn: Connection, res_type: str, res_id: str, *,
@@ -322,6 +322,12 @@ class Repository:
                     self._check_patient_ref(conn, resource, s.patient_id)
                     checked.add(s.patient_id)
         return stored
+
+    def audit_in(self, conn: Connection, subtype: str, stored: list[Stored], *,
+                 desc: str | None = None) -> None:
+        """Record the audit event of writes made with the ``*_in`` methods, in their own
+        transaction (a bulk upload's batch: one record naming every resource it wrote)."""
+        self.s.audit.write_in(conn, self._record(subtype, stored, desc=desc))
 
     def update_in(self, conn: Connection, res_type: str, res_id: str, resource: dict, *,
                   if_match: int | None) -> Written:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -10,10 +11,12 @@ from fastapi import FastAPI
 from healthlink import __version__
 from healthlink.api import errors
 from healthlink.api.fhir_routes import router as fhir_router
+from healthlink.api.import_routes import router as import_router
 from healthlink.api.middleware import JsonFormatter, Metrics, RequestMiddleware
 from healthlink.api.platform_routes import router as platform_router
 from healthlink.runtime import Platform
 from healthlink.settings import Settings
+from healthlink.web import router as web_router
 
 
 def configure_logging(level: str) -> None:
@@ -34,6 +37,10 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
+        # What exists at start (modules, FHIR definitions, the app) lives as long as the
+        # process; freezing it keeps the garbage collector's full passes, which otherwise
+        # walk all of it and stop every request for tens of milliseconds, to new objects.
+        gc.freeze()
         yield
         if own:
             plat.close()
@@ -44,7 +51,9 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.state.platform = plat
     app.state.metrics = Metrics()
     errors.install(app)
+    app.include_router(web_router)  # pages; first, so its '/' is the home page
     app.include_router(platform_router)
+    app.include_router(import_router)  # before fhir_router, whose /{res_type} would take $import
     app.include_router(fhir_router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics,  # type: ignore[arg-type]
                        max_body=settings.max_body_bytes)

@@ -17,6 +17,7 @@ from healthlink.access import bundles
 from healthlink.api.capability import capability_statement
 from healthlink.api.deps import CurrentPlatform, Repo
 from healthlink.errors import Invalid, Issue, MethodNotAllowed, PayloadTooLarge
+from healthlink.fhir import fhirjson
 from healthlink.fhir.dates import from_us
 from healthlink.fhir.search import Page, apply_elements
 from healthlink.fhir.store import Stored
@@ -45,7 +46,7 @@ async def json_body(request: Request) -> object:
         raise Invalid("the request has no body; send a FHIR resource as JSON",
                       [Issue("required", "a resource is required")])
     try:
-        return orjson.loads(body)
+        return fhirjson.loads(body)  # keeps each decimal's text (1.00 stays 1.00)
     except orjson.JSONDecodeError as exc:
         raise Invalid(f"the body is not valid JSON: {exc}",
                       [Issue("structure", f"not valid JSON: {exc}")]) from None
@@ -101,7 +102,7 @@ def _bundle(*, btype: str, base: str, self_url: str, next_url: str | None, total
 def _entry(base: str, s: Stored, mode: str, elements: list[str] | None = None) -> bytes:
     content = s.content.encode() if s.content else b"{}"
     if elements:
-        content = orjson.dumps(apply_elements(orjson.loads(content), elements))
+        content = fhirjson.dumps(apply_elements(fhirjson.parse(content), elements))
     return (b'{"fullUrl":' + orjson.dumps(f"{base}/{s.res_type}/{s.res_id}") + b',"resource":' + content
             + b',"search":{"mode":"' + mode.encode() + b'"}}')
 
@@ -151,7 +152,7 @@ def metadata(platform: CurrentPlatform) -> Response:
 @router.post("/")
 def transaction(repo: Repo, body: Body) -> Response:
     result = bundles.process(repo, body)
-    return Response(orjson.dumps(result), media_type=FHIR_JSON)
+    return Response(fhirjson.dumps(result), media_type=FHIR_JSON)
 
 
 # ------------------------------------------------------------------ AuditEvent (read-only)
@@ -188,6 +189,14 @@ def history_type(repo: Repo, res_type: str, request: Request) -> Response:
     versions, nxt = repo.history(res_type, None, count=_int(q.get("_count")), cursor=q.get("_cursor"),
                                  since=q.get("_since"))
     return _history_bundle(repo, versions, nxt, f"/{res_type}/_history", params)
+
+
+# The read interaction is the commonest request and routes are tried in order, so it
+# comes as early as it can: after the two GET routes whose paths it would also match
+# (/AuditEvent/{event_id} and /{res_type}/_history).
+@router.get("/{res_type}/{res_id}")
+async def read(repo: Repo, res_type: str, res_id: str) -> Response:
+    return _resource_response(await repo.read_async(res_type, res_id))
 
 
 @router.get("/{res_type}")
@@ -247,11 +256,6 @@ def everything(repo: Repo, res_id: str, request: Request) -> Response:
     next_url = f"{base}{path}?" + urlencode(rest + [("_cursor", nxt)]) if nxt else None
     return _bundle(btype="searchset", base=base, self_url=f"{base}{path}" + (f"?{urlencode(rest)}" if rest else ""),
                    next_url=next_url, total=None, entries=[_entry(base, s, "match") for s in items])
-
-
-@router.get("/{res_type}/{res_id}")
-def read(repo: Repo, res_type: str, res_id: str) -> Response:
-    return _resource_response(repo.read(res_type, res_id))
 
 
 @router.put("/{res_type}/{res_id}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -115,16 +116,105 @@ def client_add(client_id: str, institution: str = typer.Option(..., help="Organi
 
 
 @app.command("demo")
-def demo() -> None:
-    """Seed the small demo region (institutions, logins for every role, a HIS client)."""
-    from healthlink import demo as d
+def demo(
+    patients: int = typer.Option(None, "--patients", "-n", min=0,
+                                 help="Generate the prefecture-scale region with N Patient records "
+                                      "(default when given alone: loaded into the database)."),
+    seed: int = typer.Option(1, "--seed", help="Random seed; the same seed gives the same region."),
+    out: str = typer.Option(None, "--out", help="Write NDJSON files and ground-truth.csv to this "
+                                                 "directory instead of the database."),
+) -> None:
+    """Seed the demo logins and institutions; with --patients / --out also the generated region
+    (docs/demo-region.md).  Without options: logins, then a region of 2,000 Patient records
+    unless the database already holds one."""
+    from pathlib import Path
 
+    from healthlink import demo as d
+    from healthlink import demogen
+
+    if out:
+        opts = demogen.Options(patients=2_000 if patients is None else patients, seed=seed)
+        w = demogen.write_region(opts, Path(out))
+        console.print(f"wrote {w.resources:,} resources ({w.patients:,} Patient records, {w.bytes:,} bytes) "
+                      f"to {out}; ground truth in {Path(out) / 'ground-truth.csv'}")
+        return
     plat = _platform(_settings())
     try:
         made = d.seed(plat)
-        console.print("demo region seeded" if made else "demo region already present")
+        console.print("demo logins seeded" if made else "demo logins already present")
+        if patients is None and not made:
+            console.print("demo region already present (give --patients N to add a generated region)")
+            return
+        opts = demogen.Options(patients=2_000 if patients is None else patients, seed=seed)
+        try:
+            with console.status("loading the demo region …") as status:
+                n = demogen.load_region(plat, opts, progress=lambda c: status.update(f"{c:,} resources written"))
+        except HealthLinkError as exc:  # e.g. Conflict: this region (its patient ids) is already loaded
+            _fail(exc)
+        console.print(f"demo region loaded: {n:,} resources, {opts.patients:,} Patient records (seed {seed})")
     finally:
         plat.close()
+
+
+@app.command("ingest")
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="NDJSON (.ndjson) or Bundle (.json) files, optionally .gz."),
+    institution: str = typer.Option(..., help="Organization id of the institution the data comes from."),
+    batch_size: int = typer.Option(500, help="Records per transaction."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Bulk-ingest an institution's files; rejected records go to quarantine (docs/ingest.md)."""
+    import orjson
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from healthlink.ingest import ingest_files
+
+    plat = _platform(_settings())
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed:,}/{task.fields[of]} records"),
+                      TextColumn("{task.fields[rate]:,.0f} rows/s"), TimeRemainingColumn(),
+                      console=err, transient=True) as bar:
+            task = bar.add_task("checking", total=None, rate=0.0, of="?")
+
+            phase_now = ["read"]
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase != phase_now[0]:  # pass 2: a bar with a total, so an ETA
+                    phase_now[0] = phase
+                    bar.reset(task, description="writing", total=total, of=f"{total:,}", rate=0.0)
+                elapsed = bar.tasks[task].elapsed or 0.0
+                bar.update(task, completed=done, total=total or None,
+                           rate=done / elapsed if elapsed else 0.0)
+
+            report = ingest_files(plat.services, paths, institution=institution,
+                                  batch_size=batch_size, progress=progress)
+        if as_json:
+            console.print_json(orjson.dumps(report.to_json()).decode())
+        else:
+            _print_report(report)
+    except HealthLinkError as exc:
+        _fail(exc)
+    finally:
+        plat.close()
+
+
+def _print_report(report) -> None:  # noqa: ANN001
+    from rich.table import Table
+
+    table = Table(title=f"upload {report.upload_id} ({report.institution})")
+    for col in ("type", "read", "accepted", "updated", "unchanged", "quarantined"):
+        table.add_column(col, justify="left" if col == "type" else "right")
+    for rt in sorted(report.read):
+        table.add_row(rt, *(str(getattr(report, k)[rt])
+                            for k in ("read", "accepted", "updated", "unchanged", "quarantined")))
+    tot = report.totals()
+    table.add_row("total", *(str(tot[k]) for k in ("read", "accepted", "updated", "unchanged", "quarantined")))
+    console.print(table)
+    for reason, n in sorted(report.reasons.items()):
+        console.print(f"quarantined ({reason}): {n}")
+    if report.pending_empi:
+        console.print(f"new patients pending EMPI linking: {report.pending_empi}")
 
 
 @app.command("serve")

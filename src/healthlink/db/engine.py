@@ -2,24 +2,116 @@
 
 SQLite (embedded default) runs in WAL mode: readers never block the writer and the
 writer never blocks readers.  SQLite allows one writer at a time, so every write
-transaction in this process takes one lock and starts with ``BEGIN IMMEDIATE`` (which
-takes the database's write lock up front, so two processes never deadlock by upgrading
-read locks); other processes wait on ``busy_timeout``.  PostgreSQL uses a pool and
-ordinary transactions.
+transaction takes one lock and starts with ``BEGIN IMMEDIATE`` (which takes the
+database's write lock up front, so two processes never deadlock by upgrading read
+locks).  The lock is a mutex for the threads of a process and ``flock(2)`` on a file
+next to the database for the server's worker processes, which queue on it instead of
+polling in SQLite's busy handler; any other process still waits on ``busy_timeout``.
+PostgreSQL uses a pool and ordinary transactions.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from healthlink.errors import Unavailable
+
+
+_SQLITE_MMAP_BYTES = 1 << 30  # address space only; pages are read as used
+_CHECKPOINT_EVERY_S = 0.1
+_AUTOCHECKPOINT_PAGES = 10_000  # backstop should the background checkpoints fall behind
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file from a thread of its own.
+
+    SQLite's automatic checkpoint runs inside the COMMIT that crosses the WAL threshold
+    (1000 pages), so every few hundred audit commits one of them waits some 15-20 ms for
+    the copy and its fsync, holding up every read waiting for that commit and, through
+    the write lock, the other worker processes' commits too.  A PASSIVE checkpoint in
+    the background does the same work without blocking readers or writers."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def ensure_started(self) -> None:
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(_CHECKPOINT_EVERY_S):
+            try:
+                conn = self._engine.raw_connection()
+                try:
+                    conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+                finally:
+                    conn.close()
+            except Exception:  # noqa: BLE001 - retried next round; autocheckpoint is the backstop
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(timeout=5)
+        self._thread = None
+
+
+class _WriteLock:
+    """One SQLite writer at a time: a mutex between this process's threads and, for a
+    database file, ``flock(2)`` on ``<file>-writer`` between processes.
+
+    SQLite serialises writers by itself, but a process that finds the database locked
+    sleeps in its busy handler (1, 2, 5, 10, ... ms) before it retries, which puts those
+    sleeps into the latency of every read waiting for its audit commit when several
+    worker processes write.  A process blocked in ``flock`` wakes as soon as the lock is
+    released.  SQLite's own lock still guarantees correctness."""
+
+    def __init__(self, db_path: str | None) -> None:
+        self._mutex = threading.Lock()
+        self._path = f"{db_path}-writer" if db_path else None
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        if self._path is not None and (self._fd is None or self._pid != os.getpid()):
+            try:  # reopened after a fork: a shared open file would share the lock
+                self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+            except OSError:
+                self._path = None  # e.g. a read-only directory: rely on busy_timeout alone
+        return self._fd if self._path is not None else None
+
+    def acquire(self) -> None:
+        self._mutex.acquire()
+        try:
+            fd = self._file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without holding the GIL
+        except BaseException:
+            self._mutex.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None and self._path is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
 
 
 class Database:
@@ -27,15 +119,19 @@ class Database:
                  pool_timeout: float = 5.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._write_lock: _WriteLock | None = None
+        self._checkpointer: _Checkpointer | None = None
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._write_lock = _WriteLock(path if path and path != ":memory:" else None)
             self.engine: Engine = create_engine(
                 url, connect_args={"check_same_thread": False, "timeout": 30},
                 pool_size=pool_size, max_overflow=2 * pool_size, pool_timeout=pool_timeout,
             )
+            if path and path != ":memory:":
+                self._checkpointer = _Checkpointer(self.engine)
             sync = sqlite_synchronous
 
             @event.listens_for(self.engine, "connect")
@@ -47,13 +143,21 @@ class Database:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.execute("PRAGMA cache_size=-65536")
+                # Map the file into memory: every write (each audit commit) invalidates the
+                # other connections' page caches, and re-reading pages through mmap costs no
+                # system call where pread costs one per page (ADR 0007).
+                cur.execute(f"PRAGMA mmap_size={_SQLITE_MMAP_BYTES}")
+                cur.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
                 cur.close()
 
             @event.listens_for(self.engine, "begin")
             def _begin(conn: Connection) -> None:
-                conn.exec_driver_sql(
-                    "BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN"
-                )
+                if conn.info.get("write"):
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # may wait on busy_timeout: errors wrapped
+                else:
+                    # A deferred BEGIN takes no lock and cannot be busy; issuing it on the
+                    # driver connection skips SQLAlchemy's statement machinery on every read.
+                    conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
         else:
             self.engine = create_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
@@ -64,6 +168,8 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """One write transaction: commits on success, rolls back on any exception."""
         lock = self._write_lock
+        if self._checkpointer is not None:
+            self._checkpointer.ensure_started()
         if lock is not None:
             lock.acquire()
         try:
@@ -91,8 +197,44 @@ class Database:
         finally:
             conn.close()
 
+    @contextmanager
+    def read_one(self) -> Iterator[Connection]:
+        """:meth:`read` for a unit of work of one statement, which is a snapshot by itself.
+
+        On PostgreSQL it runs in autocommit, which saves the BEGIN and COMMIT round trips
+        (half of those of a primary-key read, ADR 0007); on SQLite it is :meth:`read`."""
+        if self.is_sqlite:
+            with self.read() as conn:
+                yield conn
+            return
+        with _unavailable_on_outage():
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            with _unavailable_on_outage():
+                yield conn
+        finally:
+            conn.close()
+
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
+
+
+def driver_fetchone(conn: Connection, sql: str, params: tuple) -> tuple | None:
+    """Run one statement on the driver's own cursor inside ``conn``'s transaction and
+    return its first row.  For the few statements every request runs, where SQLAlchemy's
+    execution path costs several times the statement (ADR 0007); driver errors are
+    re-raised as SQLAlchemy's, as if the statement had gone through it."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, params)
+        return cur.fetchone()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect) from exc
+    finally:
+        cur.close()
 
 
 @contextmanager

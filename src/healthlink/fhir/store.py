@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select
 from sqlalchemy import update as sql_update  # store.update below is the FHIR interaction
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from sqlalchemy.exc import IntegrityError
 
 from healthlink.db import driver_fetchone
@@ -71,25 +72,37 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-# The hottest statement of the platform (every read): built once, so SQLAlchemy neither
-# rebuilds it nor recomputes its cache key per call (about 4x cheaper than building it).
+# The hottest statement of the platform (every read), compiled once per dialect and run
+# on the driver's cursor: SQLAlchemy's execution path costs several times the lookup
+# itself (ADR 0007).  SQLite has no FOR UPDATE: its writers are serialised anyway.
 _READ_CURRENT = select(*_CURRENT_COLS).where(t.resource.c.res_type == bindparam("res_type"),
                                              t.resource.c.res_id == bindparam("res_id"))
-_READ_CURRENT_FOR_UPDATE = _READ_CURRENT.with_for_update()
-
-
-# On SQLite (where reads run in the event loop) the same statement goes to the driver's
-# cursor: SQLAlchemy's execution path costs several times the lookup itself.
-_READ_CURRENT_SQLITE = str(_READ_CURRENT.compile(dialect=sqlite_dialect.dialect()))
+_READ_CURRENT_SQL = {
+    ("sqlite", False): str(_READ_CURRENT.compile(dialect=sqlite_dialect.dialect())),
+    ("postgresql", False): str(_READ_CURRENT.compile(dialect=pg_dialect.dialect())),
+    ("postgresql", True): str(_READ_CURRENT.with_for_update().compile(dialect=pg_dialect.dialect())),
+}
 
 
 def read_current(conn: Connection, res_type: str, res_id: str, *, for_update: bool = False) -> Stored | None:
-    if conn.dialect.name == "sqlite":  # no FOR UPDATE there: writers are serialised
-        r = driver_fetchone(conn, _READ_CURRENT_SQLITE, (res_type, res_id))
-        return Stored(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8]) if r else None
-    q = _READ_CURRENT_FOR_UPDATE if for_update else _READ_CURRENT
-    row = conn.execute(q, {"res_type": res_type, "res_id": res_id}).first()
-    return row_to_stored(row) if row else None
+    dialect = conn.dialect.name
+    sql = _READ_CURRENT_SQL[(dialect, for_update and dialect == "postgresql")]
+    params = (res_type, res_id) if dialect == "sqlite" else {"res_type": res_type, "res_id": res_id}
+    r = driver_fetchone(conn, sql, params)
+    return Stored(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8]) if r else None
+
+
+def read_current_many(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+    """:func:`read_current` of many ``(type, id)`` in one statement (a bulk upload's batch)."""
+    by_type: dict[str, list[str]] = {}
+    for rt, rid in keys:
+        by_type.setdefault(rt, []).append(rid)
+    out: dict[tuple[str, str], Stored] = {}
+    for rt, ids in by_type.items():  # one type per statement: an index range, not a row-value scan
+        rows = conn.execute(select(*_CURRENT_COLS).where(t.resource.c.res_type == rt,
+                                                         t.resource.c.res_id.in_(ids))).all()
+        out.update(((r.res_type, r.res_id), row_to_stored(r)) for r in rows)
+    return out
 
 
 def read(conn: Connection, res_type: str, res_id: str) -> Stored:
