@@ -173,6 +173,7 @@ def _transaction(repo: Repository, entries: list) -> dict:
                         p.resource = _rewrite(p.resource, mapping)
                     results[p.i] = _run_entry(repo, conn, p, mapping, touched)
             repo.s.audit.write_in(conn, repo._record("transaction", touched))
+        repo.s.db.note_bulk_write(len(touched))
     except HealthLinkError as exc:
         if current >= 0:
             exc = _prefix_issues(exc, current)

@@ -119,6 +119,10 @@ class Database:
                  pool_timeout: float = 5.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._stats_lock = threading.Lock()
+        self._stats_rows = 0
+        self._stats_threshold = 2000
+        self._stats_running = False
         self._write_lock: _WriteLock | None = None
         self._checkpointer: _Checkpointer | None = None
         if self.is_sqlite:
@@ -214,6 +218,32 @@ class Database:
                 yield conn
         finally:
             conn.close()
+
+    def note_bulk_write(self, rows: int) -> None:
+        """Count rows written in bulk; on PostgreSQL, refresh planner statistics in the
+        background once many rows have arrived since the last refresh.  Autovacuum does this
+        too, but only after a delay: a search planned on the statistics of an empty table
+        right after a bulk load can pick nested loops over 100,000s of index rows."""
+        if self.is_sqlite or rows <= 0:
+            return
+        with self._stats_lock:
+            self._stats_rows += rows
+            if self._stats_rows < self._stats_threshold or self._stats_running:
+                return
+            self._stats_threshold = max(2000, self._stats_rows * 2)
+            self._stats_rows = 0
+            self._stats_running = True
+        threading.Thread(target=self._analyze, name="analyze", daemon=True).start()
+
+    def _analyze(self) -> None:
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("ANALYZE")
+        except Exception:  # noqa: BLE001 - statistics are an optimisation; autovacuum remains
+            pass
+        finally:
+            with self._stats_lock:
+                self._stats_running = False
 
     def dispose(self) -> None:
         if self._checkpointer is not None:

@@ -57,6 +57,7 @@ def load_region(platform: Platform, opts: Options, *,
         if items:
             with platform.db.write() as conn:
                 repo_of(inst).create_many_in(conn, items)
+            platform.db.note_bulk_write(len(items))
             count += len(items)
             if progress:
                 progress(count)

@@ -118,6 +118,7 @@ class _Batch:
             if written:
                 self.repo.audit_in(conn, "create" if len(creates) == len(written) else "update", written,
                                    desc=f"bulk upload {self.upload_id}")
+        self.repo.s.db.note_bulk_write(len(written))
         self.items, self.quarantine, self.targets = [], [], set()
 
 
