@@ -47,19 +47,42 @@ def _load_directory(plat: Platform, folder: Path) -> int:
     return len(items)
 
 
-def run(url: str, region: Path, data_dir: Path) -> tuple[int, float, Platform]:
+def _ingest_folder(args: tuple[str, str, str]) -> tuple[int, int]:
+    """One institution's upload, in a worker process with a platform of its own."""
+    url, folder, data_dir = args
+    plat = Platform.start(Settings(database_url=url, data_dir=Path(data_dir), secret_key="bench-" + "x" * 40,
+                                   log_level="WARNING"))
+    try:
+        rep = ingest_files(plat.services, sorted(Path(folder).glob("*.ndjson")), institution=Path(folder).name,
+                           batch_size=1000)
+        return rep.totals()["accepted"], rep.totals()["quarantined"]
+    finally:
+        plat.close()
+
+
+def run(url: str, region: Path, data_dir: Path, workers: int = 1) -> tuple[int, float, Platform]:
     plat = Platform.start(Settings(database_url=url, data_dir=data_dir, secret_key="bench-" + "x" * 40,
                                    log_level="WARNING"))
     upgrade(plat.db)
     _load_directory(plat, region / DIRECTORY)
-    folders = sorted(p for p in region.iterdir() if p.is_dir() and p.name != DIRECTORY)
+    # largest institutions first, so parallel workers finish together
+    folders = sorted((p for p in region.iterdir() if p.is_dir() and p.name != DIRECTORY),
+                     key=lambda p: -sum(f.stat().st_size for f in p.glob("*.ndjson")))
     n = 0
     t = time.perf_counter()
-    for folder in folders:
-        rep = ingest_files(plat.services, sorted(folder.glob("*.ndjson")), institution=folder.name,
-                           batch_size=1000)
-        n += rep.totals()["accepted"]
-        QUARANTINED[url] = QUARANTINED.get(url, 0) + rep.totals()["quarantined"]
+    if workers <= 1:
+        for folder in folders:
+            rep = ingest_files(plat.services, sorted(folder.glob("*.ndjson")), institution=folder.name,
+                               batch_size=1000)
+            n += rep.totals()["accepted"]
+            QUARANTINED[url] = QUARANTINED.get(url, 0) + rep.totals()["quarantined"]
+    else:  # institutions uploading at the same time, one process each (as over $import)
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            for accepted, quarantined in pool.map(_ingest_folder, [(url, str(f), str(data_dir)) for f in folders]):
+                n += accepted
+                QUARANTINED[url] = QUARANTINED.get(url, 0) + quarantined
     return n, time.perf_counter() - t, plat
 
 
@@ -89,18 +112,35 @@ def raw_copy(plat: Platform) -> tuple[int, float]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000
-    pg = sys.argv[2] if len(sys.argv) > 2 else "postgresql+psycopg://postgres@127.0.0.1:5432"
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("patients", nargs="?", type=int, default=2_000, help="N, Patient records")
+    ap.add_argument("pg", nargs="?", default="postgresql+psycopg://postgres@127.0.0.1:5432",
+                    help="PostgreSQL server URL (a fresh database is created and dropped)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="institutions uploading at the same time (one process each)")
+    ap.add_argument("--only", choices=("sqlite", "postgresql"), help="run one database only")
+    a = ap.parse_args()
+    n, pg = a.patients, a.pg
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}; "
-          f"N = {n:,} Patient records")
+          f"N = {n:,} Patient records; {a.workers} upload(s) at a time")
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
+        t = time.perf_counter()
         stats = write_region(Options(patients=n), tmp / "region")
-        print(f"generated {stats.resources:,} resources (not timed)")
-        count, secs, plat = run(f"sqlite:///{tmp / 'bench.db'}", tmp / "region", tmp / "sq")
-        plat.close()
-        print(f"SQLite:     {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s "
-              f"({sum(QUARANTINED.values()):,} records quarantined)")
+        print(f"generated {stats.resources:,} resources, {stats.bytes / 1e6:,.0f} MB of NDJSON "
+              f"in {time.perf_counter() - t:.0f} s (not timed below)")
+        if a.only != "postgresql":
+            count, secs, plat = run(f"sqlite:///{tmp / 'bench.db'}", tmp / "region", tmp / "sq", a.workers)
+            plat.close()
+            size = (tmp / "bench.db").stat().st_size
+            print(f"SQLite:     {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s "
+                  f"({sum(QUARANTINED.values()):,} records quarantined); database {size / 1e6:,.0f} MB "
+                  f"= {size / count:,.0f} bytes/resource")
+            (tmp / "bench.db").unlink()
+        if a.only == "sqlite":
+            return
         import psycopg
 
         name = f"bench_ingest_{uuid.uuid4().hex[:8]}"
@@ -108,8 +148,11 @@ def main() -> None:
         with psycopg.connect(admin, autocommit=True) as c:
             c.execute(f'CREATE DATABASE "{name}"')
         try:
-            count, secs, plat = run(f"{pg}/{name}", tmp / "region", tmp / "pg")
-            print(f"PostgreSQL: {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s")
+            count, secs, plat = run(f"{pg}/{name}", tmp / "region", tmp / "pg", a.workers)
+            with psycopg.connect(admin, autocommit=True) as c:
+                size = c.execute("SELECT pg_database_size(%s)", (name,)).fetchone()[0]
+            print(f"PostgreSQL: {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s; "
+                  f"database {size / 1e6:,.0f} MB = {size / count:,.0f} bytes/resource")
             rows, csecs = raw_copy(plat)
             plat.close()
             print(f"raw COPY of the same {rows:,} rows (resources + versions + index rows): {csecs:.2f} s "

@@ -316,11 +316,18 @@ class Repository:
         with conn.begin_nested():
             stored = store.create_many(conn, items, institution_id=self.actor.institution_id,
                                        base_url=self.s.base_url)
-            checked: set[str] = set()  # a patient's visibility is the same for every entry
+            # a patient's visibility is the same for every entry, and the Patients created
+            # here are the actor's own: read the others once, all in one statement
+            made = {s.res_id for s in stored if s.res_type == "Patient"}
+            first: dict[str, dict] = {}
             for (resource, _), s in zip(items, stored):
-                if s.patient_id and s.patient_id not in checked and resource["resourceType"] != "Patient":
-                    self._check_patient_ref(conn, resource, s.patient_id)
-                    checked.add(s.patient_id)
+                if s.patient_id and s.patient_id not in made and resource["resourceType"] != "Patient":
+                    first.setdefault(s.patient_id, resource)
+            current = store.read_current_many(conn, [("Patient", pid) for pid in first])
+            for pid, resource in first.items():
+                p = current.get(("Patient", pid))
+                if p is not None and not self._can_see(p, "r"):
+                    self._check_patient_ref(conn, resource, pid)  # raises, naming the element
         return stored
 
     def audit_in(self, conn: Connection, subtype: str, stored: list[Stored], *,

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -265,6 +265,63 @@ def driver_fetchone(conn: Connection, sql: str, params: tuple) -> tuple | None:
                                   dialect=conn.dialect) from exc
     finally:
         cur.close()
+
+
+def bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple], *,
+                ignore_conflicts: bool = False) -> None:
+    """Insert many rows into ``table`` inside ``conn``'s transaction, the fastest way each
+    database offers: ``COPY ... FROM STDIN`` on PostgreSQL, the driver's ``executemany`` on
+    SQLite (bulk ingest, ADR 0009).  Rows are tuples in ``columns`` order.  Driver errors
+    (a unique violation, say) are re-raised as SQLAlchemy's, as if the insert had gone
+    through it, so callers catch :class:`sqlalchemy.exc.IntegrityError` as usual.  With
+    ``ignore_conflicts`` rows that collide with a unique key are skipped (one
+    ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING`` on PostgreSQL,
+    ``INSERT OR IGNORE`` on SQLite)."""
+    if not rows:
+        return
+    driver = conn.connection.driver_connection  # type: ignore[union-attr]
+    cols = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        if ignore_conflicts:
+            arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=conn.dialect)}[]" for c in columns)
+            sql = f"INSERT INTO {table.name} ({cols}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
+        else:
+            sql = f"COPY {table.name} ({cols}) FROM STDIN"
+        try:
+            with driver.cursor() as cur:  # type: ignore[union-attr]
+                if ignore_conflicts:
+                    cur.execute(sql, [list(col) for col in zip(*rows)])
+                else:
+                    with cur.copy(sql) as cp:
+                        write = cp.write_row
+                        for r in rows:
+                            write(r)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error,
+                                      dialect=conn.dialect) from exc
+        return
+    verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
+    sql = f"{verb} INTO {table.name} ({cols}) VALUES ({', '.join('?' * len(columns))})"
+    try:
+        driver.executemany(sql, rows)  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect) from exc
+
+
+def reserve_ids(conn: Connection, table: Table, column: str, n: int) -> list[int]:
+    """``n`` new values of ``table.column``'s sequence, for rows written by
+    :func:`bulk_insert` (COPY cannot return generated keys).  On SQLite, whose writers
+    are serialised by the write lock (module doc), the next free values of the rowid."""
+    if n <= 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(
+            f"SELECT nextval(pg_get_serial_sequence('{table.name}', '{column}')) "
+            f"FROM generate_series(1, {int(n)})").all()
+        return [r[0] for r in rows]
+    top = conn.exec_driver_sql(f"SELECT max({column}) FROM {table.name}").scalar() or 0
+    return list(range(top + 1, top + 1 + n))
 
 
 @contextmanager

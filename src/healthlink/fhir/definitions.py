@@ -87,6 +87,13 @@ def required_elements(res_type: str) -> tuple[str, ...]:
 
 
 @cache
+def choice_names() -> frozenset[str]:
+    """The bare names of every choice element of any type (``value``, ``effective`` ...):
+    only these may stand for ``<name><Type>`` keys in a resource."""
+    return frozenset(k.rsplit(".", 1)[-1] for groups in _structure()["choices"].values() for k in groups)
+
+
+@cache
 def choice_groups(type_name: str) -> dict[str, tuple[str, ...]]:
     """Choice elements (value[x]) of a resource or datatype: path -> allowed type suffixes."""
     return {k: tuple(v) for k, v in _structure()["choices"].get(type_name, {}).items()}

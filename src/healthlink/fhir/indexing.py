@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
+from functools import cache
 
 from healthlink.fhir.dates import MAX_US, parse_range
-from healthlink.fhir.definitions import SearchParam, patient_compartment, search_params
+from healthlink.fhir.definitions import SearchParam, choice_names, patient_compartment, search_params
 
 MAXLEN = 255
 
@@ -32,6 +33,7 @@ def evaluate(resource: dict, steps: tuple) -> Iterator[object]:
     """Yield the values an element path selects (arrays flattened; choice elements found
     by prefix when the path names the bare element, as in ``Observation.effective``)."""
     nodes: list = [resource]
+    choices = choice_names()
     for step in steps:
         nxt: list = []
         if isinstance(step, tuple):  # where(<field>='<value>'), frozen {"field": f, "value": v}
@@ -42,7 +44,7 @@ def evaluate(resource: dict, steps: tuple) -> Iterator[object]:
                 if not isinstance(n, dict):
                     continue
                 v = n.get(step)
-                if v is None:
+                if v is None and step in choices:
                     # choice element: effective -> effectiveDateTime / effectivePeriod ...
                     for k, val in n.items():
                         if k.startswith(step) and k[len(step):len(step) + 1].isupper():
@@ -148,11 +150,31 @@ def index_rows(resource: dict, *, base_url: str | None = None) -> dict[str, list
     """All index rows of a resource, by parameter type (rid and res_type filled in later)."""
     rt = resource["resourceType"]
     out: dict[str, list[dict]] = {}
-    for code, sp in search_params(rt).items():
+    keys = resource.keys()
+    for sp, firsts, choice_firsts in _params_plan(rt):
+        # most parameters select nothing: skip those whose first element is absent
+        if firsts is not None and not any(f in resource for f in firsts) and not any(
+                k.startswith(c) and k[len(c):len(c) + 1].isupper() for c in choice_firsts for k in keys):
+            continue
         rows = _rows_for(resource, sp, base_url)
         if rows:
             out.setdefault(sp.type, []).extend(rows)
     return out
+
+
+@cache
+def _params_plan(res_type: str) -> tuple[tuple[SearchParam, frozenset[str] | None, tuple[str, ...]], ...]:
+    """Each parameter of the type with the first elements its paths start from (and those
+    of them that are choice elements, found by prefix)."""
+    choices = choice_names()
+    plan = []
+    for sp in search_params(res_type).values():
+        if not all(p.steps and isinstance(p.steps[0], str) for p in sp.paths):
+            plan.append((sp, None, ()))  # never skipped
+            continue
+        firsts = frozenset(p.steps[0] for p in sp.paths)
+        plan.append((sp, firsts, tuple(sorted(f for f in firsts if f in choices))))
+    return tuple(plan)
 
 
 def _rows_for(resource: dict, sp: SearchParam, base_url: str | None) -> list[dict]:

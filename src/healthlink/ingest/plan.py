@@ -29,14 +29,14 @@ Loc = tuple[int, int]  # (file number, line)
 Key = tuple[str, str]  # (resource type, source id)
 
 
-@dataclass
+@dataclass(slots=True)
 class Info:
     res_type: str | None
     source_id: str | None
     keys: list[str]  # idempotency keys: "id:<source id>", "identifier:<system>|<value>"
     refs: list[tuple[str, Key]]  # (reference text, target key)
     finding: Finding | None = None
-    raw_hash: str = ""
+    raw_hash: str = ""  # only kept when needed (no source id, or a finding)
     target: str | None = None  # the stored resource's id
 
 
@@ -84,17 +84,21 @@ def _source_id(rec: Record) -> str | None:
     return None
 
 
+def raw_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
 def inspect(rec: Record) -> Info:
-    raw_hash = hashlib.sha256(rec.raw.encode()).hexdigest()
     if rec.resource is None:
-        return Info(None, None, [], [], Finding("parse", None, rec.error or "not a resource"), raw_hash)
+        return Info(None, None, [], [], Finding("parse", None, rec.error or "not a resource"), raw_hash(rec.raw))
     res = rec.resource
     rt = res.get("resourceType") if isinstance(res.get("resourceType"), str) else None
     sid = _source_id(rec)
     finding = first_finding(res)
     if finding is None and rt in NOT_STORED:
         finding = Finding("structure", rt, NOT_STORED[rt])
-    keys = [f"id:{sid}"] if sid else [f"hash:{raw_hash}"]
+    digest = raw_hash(rec.raw) if finding is not None or not sid else ""
+    keys = [f"id:{sid}"] if sid else [f"hash:{digest}"]
     for ident in res.get("identifier") or [] if isinstance(res.get("identifier"), list) else []:
         if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
             keys.append(f"identifier:{ident['system']}|{ident['value']}"[:512])
@@ -107,7 +111,7 @@ def inspect(rec: Record) -> Info:
             refs.append((text, (parts[0], parts[1])))
         elif text.startswith("urn:uuid:"):
             refs.append((text, ("", text)))  # resolved through fullUrl below
-    return Info(rt, sid, keys, refs, finding, raw_hash)
+    return Info(rt, sid, keys, refs, finding, digest)
 
 
 def read_plan(files: list[Path], institution: str, *, progress: Callable[[int], None] | None = None) -> Plan:

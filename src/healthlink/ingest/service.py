@@ -16,16 +16,15 @@ from pathlib import Path
 
 import orjson
 from sqlalchemy import Connection, insert, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from healthlink.access import Actor, Repository, RequestContext, Services
 from healthlink.access.scopes import parse_scopes
+from healthlink.db import bulk_insert
 from healthlink.db import tables as t
 from healthlink.errors import NotFound
 from healthlink.fhir import fhirjson, store
 from healthlink.fhir.store import now_us
-from healthlink.ingest.plan import Info, Plan, read_plan, records, resolve
+from healthlink.ingest.plan import Info, Plan, raw_hash, read_plan, records, resolve
 from healthlink.ingest.report import Report
 
 Progress = Callable[[str, int, int], None]  # phase ("read" / "write"), done, total
@@ -39,8 +38,8 @@ def ingest_actor(institution: str, *, subject: str | None = None) -> Actor:
 
 def _insert_ignore(conn: Connection, table, rows: list[dict]) -> None:  # noqa: ANN001
     if rows:
-        ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(ins(table).on_conflict_do_nothing(), rows)
+        cols = tuple(rows[0])
+        bulk_insert(conn, table, cols, [tuple(r[c] for c in cols) for r in rows], ignore_conflicts=True)
 
 
 def _rewrite(node: object, plan: Plan, info: Info) -> object:
@@ -168,7 +167,7 @@ def ingest_files(services: Services, paths: list[Path], *, institution: str, act
                     "upload_id": upload_id, "institution_id": institution, "source_file": rec.file,
                     "line": rec.line, "res_type": info.res_type, "source_id": (info.source_id or "")[:128] or None,
                     "reason": f.reason, "element_path": (f.path or "")[:512] or None, "message": f.message,
-                    "raw": rec.raw, "raw_hash": info.raw_hash})
+                    "raw": rec.raw, "raw_hash": info.raw_hash or raw_hash(rec.raw)})
             if len(batch.items) + len(batch.quarantine) >= batch_size:
                 batch.flush()
                 if progress:

@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from healthlink.db import Database
+from healthlink.db import Database, bulk_insert
 from healthlink.db import tables as t
 from healthlink.errors import Unavailable
 from healthlink.fhir.dates import instant
@@ -227,7 +227,9 @@ def insert_records(conn: Connection, records: list[AuditRecord]) -> None:
                 ents.append(e)
         sql = event_sql
         cur.executemany(event_sql, events)
-        if ents:
+        if ents and dialect == "postgresql" and len(ents) > 100:  # a bulk upload's batch: COPY
+            bulk_insert(conn, t.audit_entity, _ENTITY_COLS, [tuple(e[c] for c in _ENTITY_COLS) for e in ents])
+        elif ents:
             sql = entity_sql
             cur.executemany(entity_sql, ents)
     except dbapi_error as exc:
