@@ -293,3 +293,175 @@ def test_upload_page_lists_the_institutions_ingest_reports(browser, web_user, pl
     assert "<table" in html and "已隔离" in html
     cells = re.findall(r'<td data-label="(已接收|已隔离)">(\d+)</td>', html)
     assert ("已接收", "1") in cells and ("已隔离", "1") in cells, cells
+
+
+# ------------------------------------------------------------------ the upload form and report
+def post_upload(c: TestClient, files: list[tuple[str, bytes]], **data: str):  # noqa: ANN201
+    return c.post("/uploads", files=[("file", (name, content, "application/octet-stream")) for name, content in files],
+                  data=data, follow_redirects=False)
+
+
+def upload(c: TestClient, files: list[tuple[str, bytes]]) -> tuple[str, str]:
+    """Send files with the page's form; wait for the report page to say the upload ended.
+    Returns (report url, report html)."""
+    import time
+
+    r = post_upload(c, files, csrf_token=csrf_of(c.get("/uploads").text))
+    assert r.status_code == 303, r.text
+    url = r.headers["location"]
+    assert re.fullmatch(r"/uploads/[0-9a-f-]{36}", url), url
+    deadline = time.time() + 60
+    while True:
+        page = c.get(url)
+        assert page.status_code == 200, page.text
+        if 'data-status="running"' not in page.text:
+            return url, page.text
+        assert 'hx-trigger="every 2s"' in page.text  # htmx polls while it runs
+        assert time.time() < deadline, "the upload did not end"
+        time.sleep(0.05)
+
+
+def ndjson(*records: dict) -> bytes:
+    import json
+
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+
+
+def counts_of(html: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r'<dd data-count="(\w+)">(\d+)</dd>', html)}
+
+
+def test_upload_form_sends_several_files_and_the_report_shows_their_counts(browser, web_user, platform):
+    import gzip
+    import json
+
+    c = sign_in(browser(), web_user("doctor")[0])
+    form = c.get("/uploads").text
+    assert 'enctype="multipart/form-data"' in form and 'type="file" name="file" multiple' in form
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:obs-1", "resource": observation("u1")}]}
+    url, html = upload(c, [
+        ("Patient.ndjson", ndjson(patient(id="u1", name=[{"text": "央金"}]), patient(id="u2"))),
+        ("labs.json.gz", gzip.compress(json.dumps(bundle).encode()))])
+    assert 'data-status="done"' in html and "已完成" in html
+    assert counts_of(html) == {"read": 3, "accepted": 3, "updated": 0, "unchanged": 0, "quarantined": 0}
+    rows = re.findall(r'<td data-label="资源类型">(\w+)</td><td data-label="已读取">(\d+)</td>\s*'
+                      r'<td data-label="已接收">(\d+)</td>', html)
+    assert rows == [("Observation", "1", "1"), ("Patient", "2", "2")], rows
+    assert "本次上传没有被隔离的记录" in html
+    # the files are kept in a folder of the upload under the data directory
+    folder = platform.settings.data_dir / "uploads" / url.rsplit("/", 1)[1]
+    assert sorted(p.name for p in folder.iterdir()) == ["0000-Patient.ndjson", "0001-labs.json.gz"]
+    # the same files again: nothing new, every record an identical resend
+    _, again = upload(c, [("Patient.ndjson", ndjson(patient(id="u1", name=[{"text": "央金"}]), patient(id="u2")))])
+    assert counts_of(again) == {"read": 2, "accepted": 0, "updated": 0, "unchanged": 2, "quarantined": 0}
+    # the list links each upload to its report
+    assert f'href="{url}"' in c.get("/uploads").text
+    # and the records are there for the doctor
+    assert "央金" in c.get("/patients", params={"name": "央金"}).text
+
+
+def test_upload_report_lists_quarantined_records_with_reason_and_line_paged_and_audited(
+        browser, web_user, client, auditor):
+    username, _ = web_user("doctor")
+    c = sign_in(browser(), username)
+    bad = [patient(id=f"future-{n}", birthDate="2999-01-01") for n in range(54)]
+    records = [patient(id="ok-1"), patient(id="future-x", birthDate="2999-01-01"), *bad,
+               {"resourceType": "Patient", "id": "broken", "gender": 5}]
+    url, html = upload(c, [("Patient.ndjson", ndjson(*records))])
+    assert counts_of(html) == {"read": 57, "accepted": 1, "updated": 0, "unchanged": 0, "quarantined": 56}
+    # by reason, with its explanation in the page language
+    assert re.search(r"日期晚于当前时间 <code>future-date</code></td><td data-label=\"记录数\">55</td>", html)
+    assert "<code>structure</code></td><td data-label=\"记录数\">1</td>" in html
+    # the list: file, line, type and source id, reason, element path, message; 50 a page
+    rows = re.findall(r"<tr><td data-label=\"文件\">(.*?)</td><td data-label=\"行号/条目\">(\d+)</td>", html)
+    assert len(rows) == 50 and rows[0] == ("0000-Patient.ndjson", "2"), rows[:2]
+    first = html[html.index('<table class="list quarantine">'):]
+    first = first[:first.index("</tr>", first.index("<tbody>"))]
+    for text in ("Patient <code>future-x</code>", "日期晚于当前时间 <code>future-date</code>",
+                 "<code>Patient.birthDate</code>", "Patient.birthDate 2999-01-01 is in the future"):
+        assert text in first, text
+    assert "第 1 页，共 2 页" in html and f'href="{url}?page=2"' in html
+    page2 = c.get(url, params={"page": "2"}).text
+    lines = [int(n) for _, n in re.findall(r"<tr><td data-label=\"文件\">(.*?)</td><td data-label=\"行号/条目\">(\d+)</td>", page2)]
+    assert lines == [52, 53, 54, 55, 56, 57], lines
+    assert "<code>structure</code>" in page2 and "第 2 页，共 2 页" in page2
+    # English on a click
+    en = c.post("/lang", data={"lang": "en", "csrf_token": csrf_of(html), "next": url})
+    assert "Date in the future" in en.text and "Quarantined records" in en.text and "Line / entry" in en.text
+    # reading the quarantine list is a read of patient data: one AuditEvent per page view
+    prac = c.get("/api/me").json()["practitioner"]
+    r = client.get("/fhir/AuditEvent", params={"agent": f"Practitioner/{prac}", "_count": "1000"},
+                   headers=auditor.headers)
+    evs = [e["resource"] for e in r.json().get("entry", [])]
+    reads = [e for e in evs if any(st["code"] == "quarantine-read" for st in e.get("subtype", []))]
+    upload_id = url.rsplit("/", 1)[1]
+    queries = [base64.b64decode(x["query"]).decode() for e in reads for x in e.get("entity", []) if "query" in x]
+    assert f"ingest_quarantine?upload={upload_id}&page=2&_count=50" in queries, queries
+    assert all(e["outcome"] == "0" for e in reads) and len(reads) >= 3  # the poll's end, page 2, English
+
+
+def test_an_upload_report_is_only_for_its_institution_and_system_admins(browser, web_user):
+    c = sign_in(browser(), web_user("doctor")[0])
+    url, _ = upload(c, [("Patient.ndjson", ndjson(patient(id="s1"), patient(id="s2", birthDate="2999-01-01")))])
+    other = sign_in(browser(), web_user("doctor")[0])
+    r = other.get(url)
+    assert r.status_code == 404 and "未找到" in r.text
+    assert "future-date" not in r.text and "Traceback" not in r.text
+    assert other.get(url, headers={"HX-Request": "true"}).status_code == 404
+    admin = sign_in(browser(), web_user("system_admin")[0])
+    r = admin.get(url)
+    assert r.status_code == 200 and "future-date" in r.text
+    assert "<form method=\"post\" action=\"/uploads\"" not in admin.get("/uploads").text  # no institution's files
+    assert c.get("/uploads/not-an-upload").status_code == 404
+
+
+def test_upload_without_the_csrf_token_is_refused_and_records_nothing(browser, web_user):
+    c = sign_in(browser(), web_user("doctor")[0])
+    c.get("/uploads")  # sets the CSRF cookie
+    for data in ({}, {"csrf_token": "forged"}):
+        r = post_upload(c, [("Patient.ndjson", ndjson(patient(id="c1")))], **data)
+        assert r.status_code == 403 and "表单已过期" in r.text
+    assert "本机构尚未上传任何文件" in c.get("/uploads").text
+
+
+def test_a_file_that_is_not_fhir_json_gets_a_clear_error_not_a_500(browser, web_user, platform):
+    username, org = web_user("doctor")
+    c = sign_in(browser(), username)
+    token = csrf_of(c.get("/uploads").text)
+    for files, says in (
+            ([("garbage.ndjson", b"\x89PNG\r\n\x1a\n\x00\x00binary junk\xff\xfe")], "garbage.ndjson' holds no FHIR JSON"),
+            ([("notes.txt", b"hello")], "the name must end in one of .ndjson"),
+            ([("fake.ndjson.gz", b"not gzip at all")], "fake.ndjson.gz' cannot be read as gzip"),
+            ([("empty.json", b"")], "empty.json' holds no FHIR JSON"),
+            ([("Patient.ndjson", ndjson(patient(id="g1"))), ("junk.json", b"<html>no</html>")], "junk.json"),
+            ([], "请选择一个或多个要上传的文件")):
+        r = post_upload(c, files, csrf_token=token)
+        assert r.status_code == 400, (files, r.status_code, r.text[-500:])
+        assert "文件未上传" in r.text and says in r.text.replace("&#39;", "'"), (says, r.text[-800:])
+        assert "Traceback" not in r.text and 'type="file"' in r.text  # the form again
+    # none of them was recorded as an upload, and no file of theirs is kept
+    assert "本机构尚未上传任何文件" in c.get("/uploads").text
+    assert not list((platform.settings.data_dir / "uploads").glob(".incoming-*"))
+    # a role may only send the types it may write: a registration clerk's Observations are refused
+    clerk = sign_in(browser(), web_user("registration_clerk", institution=org)[0])
+    r = post_upload(clerk, [("Observation.ndjson", ndjson(observation("g1")))],
+                    csrf_token=csrf_of(clerk.get("/uploads").text))
+    assert r.status_code == 403 and "Observation" in r.text and "文件未上传" in r.text
+
+
+def test_a_running_upload_report_polls_with_htmx(browser, web_user, platform):
+    from healthlink.access import Actor
+    from healthlink.ingest import register_upload
+
+    username, org = web_user("doctor")
+    c = sign_in(browser(), username)
+    actor = Actor("user", username, username, org, frozenset({"doctor"}), ())
+    upload_id = register_upload(platform.services, [Path("Patient.ndjson")], institution=org, actor=actor)
+    html = c.get(f"/uploads/{upload_id}").text
+    assert 'hx-get="/uploads/' + upload_id + '"' in html and 'hx-trigger="every 2s"' in html
+    assert "进行中" in html and 'class="list quarantine"' not in html
+    part = c.get(f"/uploads/{upload_id}", headers={"HX-Request": "true"})
+    assert part.status_code == 200 and "<html" not in part.text and 'id="report"' in part.text
+    other = sign_in(browser(), web_user("doctor")[0])  # another institution: not even its status
+    assert other.get(f"/uploads/{upload_id}").status_code == 404

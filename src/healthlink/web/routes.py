@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 
-from healthlink.errors import NotFound, Unauthorized
+from healthlink.errors import HealthLinkError, Invalid, NotFound, Unauthorized
 from healthlink.web import i18n, session, summary, uploads
 from healthlink.web.i18n import N_
 from healthlink.web.session import PageRoute, render
@@ -116,5 +116,33 @@ def patient(request: Request, patient_id: str) -> Response:
 @router.get("/uploads")
 def upload_page(request: Request) -> Response:
     ctx = session.context(request)
-    return render(request, "uploads.html", ctx=ctx,
+    return render(request, "uploads.html", ctx=ctx, can_upload=uploads.can_upload(ctx.actor), error=None,
                   reports=uploads.recent_reports(request.app.state.platform, ctx))
+
+
+@router.post("/uploads")
+def upload_files(request: Request, file: Annotated[list[UploadFile] | None, File()] = None,
+                 csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    session.check_csrf(request, csrf_token)
+    ctx = session.context(request)
+    platform = request.app.state.platform
+    chosen = [(f.filename or "", f.file.read()) for f in file or [] if f.filename]
+    try:
+        if not chosen:
+            raise Invalid(N_("Choose one or more files to upload."))
+        upload_id = uploads.start(platform, ctx, chosen)
+    except HealthLinkError as exc:
+        if exc.status >= 500:
+            raise
+        # the form again, with what was wrong (a wrong file is the sender's error, not ours)
+        return render(request, "uploads.html", status=exc.status, ctx=ctx, error=exc.message,
+                      can_upload=uploads.can_upload(ctx.actor), reports=uploads.recent_reports(platform, ctx))
+    return RedirectResponse(f"/uploads/{upload_id}", status_code=303)
+
+
+@router.get("/uploads/{upload_id}")
+def upload_report(request: Request, upload_id: str, page: int = 1) -> Response:
+    ctx = session.context(request)
+    template = "_upload_report.html" if request.headers.get("hx-request") else "upload.html"
+    return render(request, template, ctx=ctx, v=uploads.report(request.app.state.platform, ctx, upload_id, page),
+                  statuses=uploads.STATUS, reasons=uploads.REASONS)

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -154,6 +155,9 @@ class PageRoute(APIRoute):
                 return resp
             except HealthLinkError as exc:
                 return error_page(request, exc.status, exc.message)
+            except RequestValidationError:  # e.g. a form field of the wrong kind, ?page=x
+                return error_page(request, 400, N_("The request does not fit this page: a form field or "
+                                                   "parameter is missing or malformed."))
             except Exception:  # noqa: BLE001
                 rid = request.scope.get("state", {}).get("request_id", "-")
                 log.exception("unhandled error on a page (request %s)", rid)
