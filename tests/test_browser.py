@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from healthlink.demo import DEMO_PASSWORD, seed
+from healthlink.demo import DEMO_PASSWORD
+from healthlink.demogen.load import seed_demo
 from healthlink.runtime import Platform
 
 pytestmark = pytest.mark.browser
@@ -23,6 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+FIXTURE_UPLOAD: dict[str, str] = {}  # "id": the upload made by demo_server
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +35,12 @@ def demo_server(live_server: str, platform: Platform, tmp_path_factory: pytest.T
 
     from healthlink.ingest import ingest_files
 
-    seed(platform)
+    seed_demo(platform)
     f = tmp_path_factory.mktemp("upload") / "Patient.ndjson"
     f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in (
         {"resourceType": "Patient", "id": "his-0001", "name": [{"text": "尼玛"}], "birthDate": "1992-03-04"},
         {"resourceType": "Patient", "id": "his-0002", "name": [{"text": "拉毛"}], "birthDate": "2999-01-01"})) + "\n")
-    ingest_files(platform.services, [f], institution="yushu-peoples")
+    FIXTURE_UPLOAD["id"] = ingest_files(platform.services, [f], institution="yushu-peoples").upload_id
     tok = httpx.post(f"{live_server}/api/auth/login",
                      json={"username": "doctor", "password": DEMO_PASSWORD}).json()["access_token"]
     h = {"Authorization": f"Bearer {tok}", "content-type": "application/fhir+json"}
@@ -132,8 +134,10 @@ def test_doctor_signs_in_switches_language_finds_a_patient_and_opens_the_summary
     page.fill("input[name=name]", "次仁")
     page.click("form.search button")
     page.locator("#results table").wait_for()  # htmx swapped the results in
-    rows = page.locator("#results tbody tr")
-    assert rows.count() == 2
+    # the fixture's two patients are found; other tests may add more 次仁 at this hospital
+    names = page.locator("#results tbody tr td:first-child a").all_inner_texts()
+    assert {"次仁卓玛", "次仁多吉"} <= set(names), names
+    assert all("次仁" in n for n in names), names
     assert "name=" in page.url  # the search is in the address bar (hx-push-url)
     shot(page, "patient-search")
 
@@ -169,7 +173,42 @@ def test_upload_page_shows_its_state(demo_server, chromium):
     page.click("nav >> text=数据上传")
     page.wait_for_url(f"{demo_server}/uploads")
     assert page.locator("h1").inner_text() == "数据上传"
-    cells = page.locator("main table tbody tr").first.locator("td").all_inner_texts()
+    row = page.locator(f"main table tbody tr:has(a[href='/uploads/{FIXTURE_UPLOAD['id']}'])")
+    cells = row.locator("td").all_inner_texts()
     assert cells[2:] == ["done", "1", "0", "1"], cells  # status, accepted, updated, quarantined
     shot(page, "uploads")
+    ctx.close()
+
+
+def test_upload_a_file_and_see_its_report(demo_server, chromium):
+    import json
+
+    ctx = chromium.new_context(viewport=DESKTOP)
+    page = ctx.new_page()
+    sign_in(page, demo_server)
+    page.goto(f"{demo_server}/uploads")
+    lines = [{"resourceType": "Patient", "id": "web-0001", "name": [{"text": "索南旺姆"}], "gender": "female",
+              "birthDate": "1995-07-21"},
+             {"resourceType": "Patient", "id": "web-0002", "name": [{"text": "更登"}], "birthDate": "2998-02-03"},
+             {"resourceType": "Observation", "id": "web-obs-1", "status": "final",
+              "subject": {"reference": "Patient/web-0001"}, "effectiveDateTime": "2026-10-09T08:00:00+08:00",
+              "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+              "valueQuantity": {"value": 12.1, "unit": "g/dL", "system": "http://unitsofmeasure.org", "code": "g/dL"}}]
+    page.set_input_files("input[type=file][name=file]", files=[
+        {"name": "Patient.ndjson", "mimeType": "application/fhir+ndjson",
+         "buffer": "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines[:2]).encode()},
+        {"name": "Observation.ndjson", "mimeType": "application/fhir+ndjson",
+         "buffer": (json.dumps(lines[2]) + "\n").encode()}])
+    page.click("form.upload button.primary")
+    page.wait_for_url(f"{demo_server}/uploads/*")
+    page.locator("[data-status=done]").wait_for(timeout=30000)  # htmx polls until the upload ends
+    assert page.locator("h1").inner_text() == "上传报告"
+    assert page.locator("dd[data-count=accepted]").inner_text() == "2"
+    assert page.locator("dd[data-count=quarantined]").inner_text() == "1"
+    row = page.locator("table.quarantine tbody tr")
+    assert row.count() == 1
+    text = row.inner_text()
+    for part in ("0000-Patient.ndjson", "2", "web-0002", "日期晚于当前时间", "future-date", "Patient.birthDate"):
+        assert part in text, (part, text)
+    shot(page, "upload-report")
     ctx.close()

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from healthlink.cli.main import app as cli
 
 BIN = Path(sys.executable).parent / "healthlink"
+DEMO_PATIENTS = 50  # a small generated region (HEALTHLINK_DEMO_PATIENTS) keeps `serve --demo` quick
 
 
 def _free_port() -> int:
@@ -33,7 +34,7 @@ def _serve(tmp_path: Path, extra_env: dict[str, str], scheme: str = "http"):  # 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHLINK_")}
     env.update({"HEALTHLINK_PORT": str(port), "HEALTHLINK_DATA_DIR": str(tmp_path / "var"),
                 "HEALTHLINK_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'healthlink.db'}",
-                **extra_env})
+                "HEALTHLINK_DEMO_PATIENTS": str(DEMO_PATIENTS), **extra_env})
     proc = subprocess.Popen([str(BIN), "serve", "--demo"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"{scheme}://127.0.0.1:{port}"
@@ -77,6 +78,74 @@ def test_serve_demo_prints_url_and_a_login_that_works(tmp_path):
     assert "doctor" in out and "demo-password-1" in out
     assert (tmp_path / "var" / "healthlink.db").exists()
     assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_serve_demo_serves_the_generated_region_in_chinese_and_english_and_loads_it_once(tmp_path):
+    import re
+    from collections import Counter
+
+    from healthlink.demogen import Options
+    from healthlink.demogen.region import institutions
+    from healthlink.demogen.stream import patient_records
+
+    records = list(patient_records(Options(patients=DEMO_PATIENTS, seed=1, clinical=False)))
+    mine = [r for r in records if r.institution == "yushu-peoples"]  # the demo doctor's hospital
+    assert mine and len(mine) < len(records)
+    proc, base = _serve(tmp_path, {})
+    try:
+        with httpx.Client(base_url=base) as c:
+            r = c.post("/api/auth/login", json={"username": "doctor", "password": "demo-password-1"})
+            assert r.status_code == 200
+            h = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            r = c.get("/fhir/Patient", params={"organization": "yushu-peoples", "_count": 500}, headers=h)
+            assert r.status_code == 200, r.text
+            assert {e["resource"]["id"] for e in r.json()["entry"]} == {p.patient_id for p in mine}
+            one = sorted(mine, key=lambda p: p.patient_id)[0]
+            r = c.get("/fhir/Patient", params={"name": one.resource["name"][0]["text"]}, headers=h)
+            assert one.patient_id in {e["resource"]["id"] for e in r.json()["entry"]}
+            seen = {e["resource"]["id"] for e in c.get("/fhir/Patient", params={"_count": 500},
+                                                        headers=h).json()["entry"]}
+            assert seen == {p.patient_id for p in mine}  # the other hospitals' patients stay theirs
+            assert c.get(f"/fhir/Organization/{one.institution}", headers=h).json()["meta"]["versionId"] == "1"
+
+            page = c.get("/institutions")  # the login's cookie signs the page in; Chinese by default
+            assert page.status_code == 200, page.text
+            html = page.text
+            assert 'lang="zh-CN"' in html and "机构目录" in html and "乡镇卫生院" in html
+            assert Counter(re.findall(r'class="tier tier-(\w+)"', html)) == {
+                "prefecture": 3, "county": 11, "township": 50}  # the generator's whole directory
+            for inst in institutions():
+                assert f"<code>{inst.id}</code>" in html and inst.name.split(" ")[0] in html, inst.id
+            assert "玉树州妇幼保健院" in html and "珍秦镇卫生院" in html and "杂多县藏医院" in html
+
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+            page = c.post("/lang", data={"lang": "en", "csrf_token": csrf, "next": "/institutions"},
+                          follow_redirects=True)
+            assert page.status_code == 200 and c.cookies.get("hl_lang") == "en"
+            html = page.text
+            assert 'lang="en"' in html and "Institution directory" in html and "机构目录" not in html
+            for label in ("Prefecture hospital", "County hospital", "Township health centre"):
+                assert label in html
+            assert "Yushu Prefecture Maternal and Child Health Hospital" in html
+            assert "<code>zhenqin-township</code>" in html
+    finally:
+        out = _stop(proc)
+    assert f"loading the demo region: {DEMO_PATIENTS} Patient records (seed 1)" in out, out
+    assert "demo region loaded: " in out
+
+    proc, base = _serve(tmp_path, {})  # the second start: the region is there, nothing is loaded again
+    try:
+        r = httpx.post(f"{base}/api/auth/login", json={"username": "doctor", "password": "demo-password-1"})
+        h = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        seen = {e["resource"]["id"] for e in httpx.get(f"{base}/fhir/Patient", params={"_count": 500},
+                                                        headers=h).json()["entry"]}
+        assert seen == {p.patient_id for p in mine}
+        assert httpx.get(f"{base}/fhir/Organization/{one.institution}", headers=h).json()["meta"]["versionId"] == "1"
+    finally:
+        again = _stop(proc)
+    assert "loading the demo region" not in again and "resources written" not in again, again
+    assert f"demo region already present: {DEMO_PATIENTS} Patient records (seed 1)" in again
+    assert "demo logins already present" in again
 
 
 def test_serve_speaks_https_when_a_certificate_is_configured(tmp_path):

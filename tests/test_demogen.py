@@ -219,3 +219,106 @@ def test_cli_writes_the_region_and_its_ground_truth(tmp_path: Path) -> None:
     assert (tmp_path / "_directory" / "Organization.ndjson").exists()
     assert _digest(tmp_path) == _digest(write_region(Options(patients=60, seed=3), tmp_path / "again")
                                         and tmp_path / "again")
+
+
+@pytest.fixture
+def fresh_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """An empty database of the suite's kind (HEALTHLINK_TEST_DB) that the CLI uses: the demo
+    region's marker and patient ids are per database, so these tests do not share one."""
+    import os
+    import uuid
+
+    url, admin, name = f"sqlite:///{tmp_path / 'demo.db'}", None, None
+    if os.environ.get("HEALTHLINK_TEST_DB", "sqlite") == "postgresql":
+        import psycopg
+
+        base = os.environ.get("HEALTHLINK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+        name = f"hl_demo_{uuid.uuid4().hex[:12]}"
+        admin = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = f"{base}/{name}"
+    for k, v in {"DATABASE_URL": url, "DATA_DIR": str(tmp_path / "var"), "DEMO_PATIENTS": "40",
+                 "SECRET_KEY": "test-signing-key-" + "x" * 32}.items():
+        monkeypatch.setenv(f"HEALTHLINK_{k}", v)
+    yield url
+    if admin:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _counts(url: str) -> Counter:
+    from sqlalchemy import create_engine, func, select
+
+    from healthlink.db import tables as t
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.resource.c.res_type, func.count()).group_by(t.resource.c.res_type)).all()
+        versions = conn.execute(select(func.count()).select_from(t.resource_version)
+                                .where(t.resource_version.c.res_type != "Basic")).scalar_one()
+    engine.dispose()
+    return Counter(dict(rows)) + Counter(versions=versions)
+
+
+def test_demo_default_size_is_the_settings_constant() -> None:
+    from healthlink.settings import DEMO_PATIENTS, Settings
+
+    assert Settings.model_fields["demo_patients"].default == DEMO_PATIENTS == Options().patients == 2_000
+
+
+def _said(result) -> str:  # noqa: ANN001
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def test_cli_demo_loads_once_and_finishes_a_load_cut_short(fresh_db: str, monkeypatch) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from healthlink.cli.main import app
+    from healthlink.demo import demo_logins
+    from healthlink.demogen import load
+
+    real, calls = load.load_region, []
+
+    def cut_short(platform, opts, *, progress=None, resume=False):  # noqa: ANN001, ANN202
+        def interrupt(done: int) -> None:
+            calls.append(done)
+            if len(calls) == 3:  # three batches of patient data are written, then Ctrl-C
+                raise KeyboardInterrupt
+
+        return real(platform, opts, progress=interrupt, resume=resume)
+
+    monkeypatch.setattr(load, "load_region", cut_short)
+    r = CliRunner().invoke(app, ["demo"])
+    assert r.exit_code == 130, _said(r)
+    assert "interrupted" in _said(r) and "again to finish it" in _said(r)
+    assert isinstance(r.exception, SystemExit)  # a message, not a stack trace
+    partial = _counts(fresh_db)
+    expected = Counter(res["resourceType"] for _, res in generate(Options(patients=40, seed=1)))
+    assert 0 < partial["Patient"] < expected["Patient"]
+
+    monkeypatch.setattr(load, "load_region", real)
+    r = CliRunner().invoke(app, ["demo"])
+    assert r.exit_code == 0, _said(r)
+    assert "finishing an interrupted load of the demo region: 40 Patient records" in _said(r)
+    demo_staff = Counter(Practitioner=len(demo_logins()),
+                         PractitionerRole=sum(1 for lg in demo_logins() if lg.institution))
+    full = _counts(fresh_db)
+    assert full - Counter(versions=full["versions"]) == expected + demo_staff + Counter(Basic=1)  # no duplicates
+    assert full["versions"] == sum(expected.values()) + sum(demo_staff.values())  # nothing written twice
+
+    r = CliRunner().invoke(app, ["demo"])  # a second run changes nothing
+    assert r.exit_code == 0 and "demo region already present: 40 Patient records (seed 1)" in _said(r), _said(r)
+    assert "demo logins already present" in _said(r)
+    assert _counts(fresh_db) == full
+
+    r = CliRunner().invoke(app, ["demo", "--seed", "2"])  # another seed: a clear refusal
+    assert r.exit_code == 1 and "seed 1" in _said(r) and "new database" in _said(r), _said(r)
+    assert isinstance(r.exception, SystemExit)
+
+    r = CliRunner().invoke(app, ["demo", "--patients", "60"])  # a larger region of the seed extends it
+    assert r.exit_code == 0 and "extending the demo region to 60 Patient records" in _said(r), _said(r)
+    more = Counter(res["resourceType"] for _, res in generate(Options(patients=60, seed=1)))
+    assert _counts(fresh_db)["Patient"] == more["Patient"]
+    assert _counts(fresh_db)["MedicationRequest"] == more["MedicationRequest"]

@@ -1,7 +1,8 @@
-"""A small demo region for the embedded default: institutions of each tier with
-departments, staff logins for every role, one hospital-system client and a few patients.
-(The prefecture-scale generator comes with its own issue.)  Idempotent: running it
-again changes nothing."""
+"""The demo logins: staff logins for every role (with their Practitioner and
+PractitionerRole) and one hospital-system client, at institutions of the generated
+region's directory (:mod:`healthlink.demogen`, which writes the directory and then calls
+:func:`seed`; ``healthlink serve --demo`` and ``healthlink demo``).  Also the Organization
+shape the directory uses.  Idempotent: running it again changes nothing."""
 
 from __future__ import annotations
 
@@ -11,21 +12,14 @@ from sqlalchemy import select
 
 from healthlink.accounts import add_client, add_user
 from healthlink.db import tables as t
+from healthlink.errors import NotFound
 from healthlink.runtime import Platform
 
 TIER = "https://healthlink.example.org/fhir/CodeSystem/institution-tier"
 REFERRAL_PARENT = "https://healthlink.example.org/fhir/StructureDefinition/referral-parent"
 DEMO_PASSWORD = "demo-password-1"  # demo only; printed by `healthlink serve --demo`
 
-INSTITUTIONS = [
-    # id, name, tier, referral parent
-    ("yushu-peoples", "玉树州人民医院 Yushu Prefecture People's Hospital", "prefecture", None),
-    ("yushu-tibetan", "玉树州藏医院 Yushu Prefecture Tibetan Medicine Hospital", "prefecture", None),
-    ("chenduo-county", "称多县人民医院 Chenduo County People's Hospital", "county", "yushu-peoples"),
-    ("zhenqin-township", "珍秦镇卫生院 Zhenqin Township Health Centre", "township", "chenduo-county"),
-]
-DEPARTMENTS = [("internal", "内科 Internal medicine"), ("lab", "检验科 Laboratory"),
-               ("pharmacy", "药剂科 Pharmacy")]
+DEMO_CLIENT = "his-yushu-peoples"
 
 
 @dataclass(frozen=True)
@@ -58,22 +52,29 @@ def organization(org_id: str, name: str, tier: str, parent: str | None) -> dict:
 
 
 def seed(platform: Platform) -> bool:
-    """Seed the demo region; returns False if it was already there."""
+    """Add the demo logins, their Practitioners and the demo client that are missing (a
+    seed cut short is finished); returns False if all were there.  The logins'
+    institutions and departments must exist: :func:`healthlink.demogen.seed_demo` writes
+    the region's directory first."""
+    logins = demo_logins()
     with platform.db.read() as conn:
-        if conn.execute(select(t.user_account.c.id).where(t.user_account.c.username == "doctor")).first():
-            return False
+        have = set(conn.execute(select(t.user_account.c.username)
+                                .where(t.user_account.c.username.in_([lg.username for lg in logins]))).scalars())
+        client = conn.execute(select(t.oauth_client.c.client_id)
+                              .where(t.oauth_client.c.client_id == DEMO_CLIENT)).first() is not None
+        needed = {o for lg in logins if lg.institution for o in (lg.institution, f"{lg.institution}-internal")}
+        orgs = set(conn.execute(select(t.resource.c.res_id).where(
+            t.resource.c.res_type == "Organization", t.resource.c.res_id.in_(sorted(needed)),
+            t.resource.c.deleted.is_(False))).scalars())
+    missing = [lg for lg in logins if lg.username not in have]
+    if not missing and client:
+        return False
+    if needed - orgs:
+        raise NotFound(f"the demo logins' institutions are not in the directory: {', '.join(sorted(needed - orgs))} "
+                       "(load the demo region's directory first: `healthlink demo`)")
     repo = platform.system_repository("demo")
     with platform.db.write() as conn:
-        for org_id, name, tier, parent in INSTITUTIONS:
-            repo.update_in(conn, "Organization", org_id, organization(org_id, name, tier, parent), if_match=None)
-            for dep, dname in DEPARTMENTS:
-                did = f"{org_id}-{dep}"
-                repo.update_in(conn, "Organization", did, {
-                    "resourceType": "Organization", "id": did, "active": True, "name": dname,
-                    "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type",
-                                          "code": "dept", "display": "Hospital Department"}]}],
-                    "partOf": {"reference": f"Organization/{org_id}"}}, if_match=None)
-        for login in demo_logins():
+        for login in missing:
             pid = f"demo-{login.username.replace('.', '-')}"
             repo.update_in(conn, "Practitioner", pid, {
                 "resourceType": "Practitioner", "id": pid, "active": True,
@@ -85,13 +86,14 @@ def seed(platform: Platform) -> bool:
                     "organization": {"reference": f"Organization/{login.institution}"},
                     "code": [{"coding": [{"system": "https://healthlink.example.org/fhir/CodeSystem/role",
                                           "code": login.role}]}]}, if_match=None)
-    for login in demo_logins():
+    for login in missing:
         pid = f"demo-{login.username.replace('.', '-')}"
         add_user(platform.db, username=login.username, password=DEMO_PASSWORD,
                  display_name=f"Demo {login.role} ({login.username})", roles=[login.role],
                  institution_id=login.institution,
                  department_id=f"{login.institution}-internal" if login.institution else None,
                  practitioner_id=pid)
-    add_client(platform.db, client_id="his-yushu-peoples", display_name="Yushu People's Hospital HIS",
-               institution_id="yushu-peoples", secret="demo-client-secret-1")
+    if not client:
+        add_client(platform.db, client_id=DEMO_CLIENT, display_name="Yushu People's Hospital HIS",
+                   institution_id="yushu-peoples", secret="demo-client-secret-1")
     return True

@@ -10,8 +10,10 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_PATIENTS = 2_000  # Patient records of the generated demo region, by default (docs/demo-region.md)
 
 
 class Settings(BaseSettings):
@@ -67,9 +69,25 @@ class Settings(BaseSettings):
         description="How long the audit writer waits for more records before committing "
         "a batch, in milliseconds.",
     )
+    empi_auto_link_threshold: float = Field(
+        0.99, gt=0.0, lt=1.0,
+        description="EMPI: record pairs with a match probability at or above this are linked to one "
+        "person automatically (docs/empi.md).",
+    )
+    empi_review_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0,
+        description="EMPI: pairs at or above this but below the auto-link threshold go to the review "
+        "queue; below it they stay apart.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON request log.")
     demo: bool = Field(
-        False, description="Seed a demo region with demo logins on start (the README's run command)."
+        False, description="Act as `healthlink serve --demo` (the README's run command): migrate, seed "
+        "the demo logins and load the generated demo region on start.",
+    )
+    demo_patients: int = Field(
+        DEMO_PATIENTS, ge=0,
+        description="Patient records in the generated demo region that `healthlink serve --demo` "
+        "and `healthlink demo` load (docs/demo-region.md).",
     )
 
     @field_validator("sqlite_synchronous")
@@ -79,6 +97,12 @@ class Settings(BaseSettings):
         if v not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("must be FULL, NORMAL or EXTRA")
         return v
+
+    @model_validator(mode="after")
+    def _empi_thresholds(self) -> Settings:
+        if self.empi_review_threshold > self.empi_auto_link_threshold:
+            raise ValueError("empi_review_threshold must not exceed empi_auto_link_threshold")
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -115,43 +115,75 @@ def client_add(client_id: str, institution: str = typer.Option(..., help="Organi
         plat.close()
 
 
+def _demo_region(plat, patients: int, seed: int = 1, *, serving: bool = False) -> None:  # noqa: ANN001
+    """Seed the demo logins and load the generated region unless the database holds it.
+    ``serving``: a database holding another region is served as it is, with a warning."""
+    from healthlink.demogen import Options
+    from healthlink.demogen.load import ensure_region, seed_demo
+
+    made = seed_demo(plat)
+    console.print("demo logins seeded" if made else "demo logins already present")
+    opts = Options(patients=patients, seed=seed)
+    doing = {"loaded": "loading the demo region:", "resumed": "finishing an interrupted load of the demo region:",
+             "extended": "extending the demo region to"}
+    done = {"loaded": "loaded", "resumed": "finished", "extended": "extended"}
+    what = ["resources written"]
+    with console.status("checking the demo region …") as status:
+        def start(outcome: str) -> None:
+            console.print(f"{doing[outcome]} {opts.patients:,} Patient records (seed {seed}), once per database")
+            status.update(f"{doing[outcome].rstrip(':')} …")
+            what[0] = "resources written" if outcome == "loaded" else "resources written or already there"
+
+        try:
+            got = ensure_region(plat, opts, on_start=start,
+                                progress=lambda c: status.update(f"demo region: {c:,} {what[0]}"))
+        except KeyboardInterrupt:
+            err.print("[red]interrupted:[/red] the demo region is only partly loaded; run the same command "
+                      "again to finish it")
+            raise typer.Exit(130) from None
+        except HealthLinkError as exc:  # e.g. Conflict: another seed's region is loaded
+            if not serving:
+                _fail(exc)
+            err.print(f"[yellow]note:[/yellow] {exc.message}; serving the database as it is")
+            return
+    if got.outcome == "present":
+        console.print(f"demo region already present: {got.state.patients:,} Patient records (seed {got.state.seed})")
+    else:
+        console.print(f"demo region {done[got.outcome]}: {got.written:,} resources written, "
+                      f"{opts.patients:,} Patient records (seed {seed})")
+
+
 @app.command("demo")
 def demo(
     patients: int = typer.Option(None, "--patients", "-n", min=0,
-                                 help="Generate the prefecture-scale region with N Patient records "
-                                      "(default when given alone: loaded into the database)."),
+                                 help="Patient records in the generated region (default: "
+                                      "HEALTHLINK_DEMO_PATIENTS, 2,000)."),
     seed: int = typer.Option(1, "--seed", help="Random seed; the same seed gives the same region."),
     out: str = typer.Option(None, "--out", help="Write NDJSON files and ground-truth.csv to this "
                                                  "directory instead of the database."),
 ) -> None:
-    """Seed the demo logins and institutions; with --patients / --out also the generated region
-    (docs/demo-region.md).  Without options: logins, then a region of 2,000 Patient records
-    unless the database already holds one."""
+    """Migrate, seed the demo logins and load the generated region (docs/demo-region.md) unless
+    the database already holds it; a load cut short is finished.  With --out: write the
+    region's files instead."""
     from pathlib import Path
 
-    from healthlink import demo as d
     from healthlink import demogen
+    from healthlink.db.migrate import upgrade
 
+    s = _settings()
+    n = s.demo_patients if patients is None else patients
     if out:
-        opts = demogen.Options(patients=2_000 if patients is None else patients, seed=seed)
+        opts = demogen.Options(patients=n, seed=seed)
         w = demogen.write_region(opts, Path(out))
         console.print(f"wrote {w.resources:,} resources ({w.patients:,} Patient records, {w.bytes:,} bytes) "
                       f"to {out}; ground truth in {Path(out) / 'ground-truth.csv'}")
         return
-    plat = _platform(_settings())
+    plat = _platform(s)
     try:
-        made = d.seed(plat)
-        console.print("demo logins seeded" if made else "demo logins already present")
-        if patients is None and not made:
-            console.print("demo region already present (give --patients N to add a generated region)")
-            return
-        opts = demogen.Options(patients=2_000 if patients is None else patients, seed=seed)
-        try:
-            with console.status("loading the demo region …") as status:
-                n = demogen.load_region(plat, opts, progress=lambda c: status.update(f"{c:,} resources written"))
-        except HealthLinkError as exc:  # e.g. Conflict: this region (its patient ids) is already loaded
-            _fail(exc)
-        console.print(f"demo region loaded: {n:,} resources, {opts.patients:,} Patient records (seed {seed})")
+        upgrade(plat.db)
+        _demo_region(plat, n, seed)
+    except HealthLinkError as exc:
+        _fail(exc)
     finally:
         plat.close()
 
@@ -219,7 +251,8 @@ def _print_report(report) -> None:  # noqa: ANN001
 
 @app.command("serve")
 def serve(
-    with_demo: bool = typer.Option(False, "--demo", help="Migrate, seed the demo region and print demo logins."),
+    with_demo: bool = typer.Option(False, "--demo", help="Migrate, seed the demo logins, load the generated "
+                                   "demo region (once per database) and print a demo login."),
 ) -> None:
     """Run the server (uvicorn) on HEALTHLINK_HOST:HEALTHLINK_PORT."""
     import uvicorn
@@ -230,9 +263,13 @@ def serve(
         from healthlink.db.migrate import upgrade
 
         plat = _platform(s)
-        upgrade(plat.db)
-        d.seed(plat)
-        plat.close()
+        try:
+            upgrade(plat.db)
+            _demo_region(plat, s.demo_patients, serving=True)
+        except HealthLinkError as exc:
+            _fail(exc)
+        finally:
+            plat.close()
         scheme = "https" if s.tls_certfile else "http"
         console.print(f"\nHealthLink is starting at [bold]{scheme}://{s.host}:{s.port}/[/bold]")
         console.print(f"FHIR API: {scheme}://{s.host}:{s.port}/fhir/metadata   API docs: {scheme}://{s.host}:{s.port}/docs")
