@@ -127,6 +127,7 @@ def test_serve_demo_serves_the_generated_region_in_chinese_and_english_and_loads
             for label in ("Prefecture hospital", "County hospital", "Township health centre"):
                 assert label in html
             assert "Yushu Prefecture Maternal and Child Health Hospital" in html
+            assert "Zhenqin Town Health Centre" in html and "Zaduo County Tibetan Medicine Hospital" in html
             assert "<code>zhenqin-township</code>" in html
     finally:
         out = _stop(proc)

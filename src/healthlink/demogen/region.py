@@ -33,6 +33,11 @@ class County:
     division: str  # GB/T 2260 code of the county-level division (6327xx)
     townships: tuple[str, ...]
 
+    @property
+    def english(self) -> str:
+        stem = self.name.removesuffix("市").removesuffix("县")
+        return "".join(lazy_pinyin(stem)).title() + (" City" if self.name.endswith("市") else " County")
+
 
 COUNTIES = (
     County("yushu-city", "玉树市", "632701",
@@ -80,6 +85,14 @@ def _slug(name: str) -> str:
     return "".join(lazy_pinyin(stem)).replace("ü", "v")
 
 
+def _township_english(name: str) -> str:
+    """珍秦镇 -> Zhenqin Town Health Centre (the English half of the displayed name)."""
+    place = "".join(lazy_pinyin(name.removesuffix("街道").removesuffix("镇").removesuffix("乡"))).title()
+    if name.endswith("街道"):
+        return f"{place} Subdistrict Community Health Service Centre"
+    return f"{place} {'Town' if name.endswith('镇') else 'Township'} Health Centre"
+
+
 @cache
 def institutions() -> tuple[Institution, ...]:
     out = [Institution(pid, name, "prefecture", None, None, None,
@@ -89,14 +102,17 @@ def institutions() -> tuple[Institution, ...]:
         general = None
         if c.code != "yushu-city":  # the city is served by the prefecture hospitals
             general = "chenduo-county" if c.code == "chenduo" else f"{c.code}-county"
-            out.append(Institution(general, f"{c.name}人民医院", "county", "yushu-peoples", c, cons, HOSPITAL_DEPTS))
+            out.append(Institution(general, f"{c.name}人民医院 {c.english} People's Hospital", "county",
+                                   "yushu-peoples", c, cons, HOSPITAL_DEPTS))
         tib_parent = "yushu-tibetan"
-        out.append(Institution(f"{c.code}-tibetan", f"{c.name}藏医院", "county", tib_parent, c, cons, TIBETAN_DEPTS))
+        out.append(Institution(f"{c.code}-tibetan", f"{c.name}藏医院 {c.english} Tibetan Medicine Hospital", "county",
+                               tib_parent, c, cons, TIBETAN_DEPTS))
         head = general or f"{c.code}-tibetan"
         for tname in c.townships:
             tid = f"{_slug(tname)}-township"
             kind = "社区卫生服务中心" if tname.endswith("街道") else "卫生院"
-            out.append(Institution(tid, f"{tname}{kind}", "township", head, c, cons, TOWNSHIP_DEPTS))
+            out.append(Institution(tid, f"{tname}{kind} {_township_english(tname)}", "township", head, c, cons,
+                                   TOWNSHIP_DEPTS))
     return tuple(out)
 
 
