@@ -53,6 +53,26 @@ def test_generated_ids_agree_with_the_platforms_own_check(records) -> None:  # n
             assert resident_id_valid(rid) == is_valid(rid)
 
 
+def test_no_two_persons_share_a_resident_id() -> None:
+    """Real IDs are unique; drawn at random, persons born the same day in the same county
+    would collide (500 numbers per sex), and the EMPI's deterministic rule would merge them."""
+    from healthlink.demogen.people import make_person
+    from healthlink.demogen.stream import IssuedIds, unique_id
+
+    people: dict[str, str] = {}
+    for rec in patient_records(Options(patients=60_000, seed=3, clinical=False)):
+        people.setdefault(rec.person.key, rec.person.resident_id)
+    assert len(set(people.values())) == len(people)
+    drawn = [make_person(3, i).resident_id for i in range(len(people))]
+    assert len(set(drawn)) < len(drawn)  # the draw alone collides at this size: the test bites
+    issued = IssuedIds()
+    a, b = make_person(3, 0), make_person(3, 0)
+    assert unique_id(a, issued) == a
+    moved = unique_id(b, issued)
+    assert moved.resident_id != a.resident_id and is_valid(moved.resident_id)
+    assert int(moved.resident_id[16]) % 2 == int(a.resident_id[16]) % 2  # same sex digit parity
+
+
 def test_region_has_the_reference_prefectures_institutions() -> None:
     tiers = Counter(i.tier for i in institutions())
     assert tiers == {"prefecture": 3, "county": 11, "township": 50}
