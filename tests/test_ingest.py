@@ -22,6 +22,7 @@ def counts(platform, org: str) -> dict[str, int]:
                                     .where(v.institution_id == org)),
             "quarantine": conn.scalar(select(func.count()).where(q.institution_id == org)),
             "pending_empi": conn.scalar(select(func.count()).where(t.empi_pending.c.institution_id == org)),
+            "linked": conn.scalar(select(func.count()).where(t.person_link.c.institution_id == org)),
         }
 
 
@@ -36,7 +37,8 @@ def test_upload_of_10000_with_37_invalid_stores_9963_and_quarantines_37(platform
     assert rep.totals() == {"read": 10000, "accepted": 9963, "updated": 0, "unchanged": 0, "quarantined": 37}
     assert dict(rep.reasons) == INVALID
     assert counts(platform, org) == {"resources": 9963, "versions": 9963, "quarantine": 37,
-                                     "pending_empi": 1989}
+                                     "pending_empi": 0, "linked": 1989}  # linked when the upload ended
+    assert rep.pending_empi == rep.linked_empi == 1989
     q = t.ingest_quarantine.c
     with platform.db.read() as conn:
         rows = conn.execute(select(q.line, q.reason, q.element_path, q.message, q.raw)

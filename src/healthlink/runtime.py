@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from healthlink.access import Actor, Repository, RequestContext, Services
 from healthlink.accounts import AccountService
 from healthlink.db import Database
+from healthlink.identity import Identity
 from healthlink.ledger import AuditWriter
 from healthlink.settings import Settings
 
@@ -19,6 +20,7 @@ class Platform:
     audit: AuditWriter
     accounts: AccountService
     services: Services
+    identity: Identity
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
@@ -30,7 +32,10 @@ class Platform:
                             default_page_size=settings.default_page_size,
                             max_page_size=settings.max_page_size,
                             max_bundle_entries=settings.max_bundle_entries)
-        return cls(settings, db, audit, accounts, services)
+        identity = Identity(db, audit, auto_link=settings.empi_auto_link_threshold,
+                            review=settings.empi_review_threshold)
+        services.linker = identity
+        return cls(settings, db, audit, accounts, services, identity)
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)

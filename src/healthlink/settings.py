@@ -79,6 +79,21 @@ class Settings(BaseSettings):
         description="EMPI: pairs at or above this but below the auto-link threshold go to the review "
         "queue; below it they stay apart.",
     )
+    health_code_ttl_seconds: int = Field(
+        300, ge=30, le=86400,
+        description="Lifetime of an electronic health code in seconds: a screenshot of the QR stops "
+        "working after this (docs/healthcode.md).",
+    )
+    health_code_key_file: Path | None = Field(
+        None,
+        description="PEM file with the Ed25519 private key that signs health codes. If unset, a key is "
+        "generated once and kept in <data_dir>/health_code_key.pem (mode 0600).",
+    )
+    health_code_previous_keys: list[Path] = Field(
+        [],
+        description="JSON list of PEM files with earlier health-code keys (public or private) that "
+        "verification still trusts after a key rotation; drop them once the TTL has passed.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON request log.")
     demo: bool = Field(
         False, description="Act as `healthlink serve --demo` (the README's run command): migrate, seed "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection, select
@@ -41,6 +42,19 @@ OPS = {"read": "r", "vread": "r", "history-instance": "r", "history-type": "s", 
        "create": "c", "update": "u", "delete": "d", "everything": "r"}
 
 
+class PatientLinker(Protocol):
+    """Links stored Patients to Persons in the writer's transaction (the master patient
+    index, ``healthlink.identity``, wired in by the runtime: access does not import it)."""
+
+    def patient_written(self, conn: Connection, ctx: RequestContext, patient: Stored) -> object:
+        """Link the Patient; the result's ``person_id`` names its Person."""
+
+    def patient_deleted(self, conn: Connection, ctx: RequestContext, patient: Stored) -> None:
+        """Take the Patient out of its Person (the delete's audit record names it)."""
+
+    def match(self, conn: Connection, patient: dict) -> list[tuple[str, float, str]]: ...
+
+
 @dataclass
 class Services:
     """What a repository needs from the running platform."""
@@ -51,6 +65,7 @@ class Services:
     default_page_size: int = 20
     max_page_size: int = 1000
     max_bundle_entries: int = 10000
+    linker: PatientLinker | None = None
 
 
 @dataclass
@@ -65,6 +80,7 @@ class Repository:
         self.s = services
         self.actor = ctx.actor
         self._failures: list[AuditRecord] | None = None
+        self._persons: list[str] = []  # Persons linked by this unit of work, for its audit record
 
     # ------------------------------------------------------------ access rules
     def _permitted(self, res_type: str, op: str) -> bool:
@@ -125,10 +141,12 @@ class Repository:
 
     def _record(self, subtype: str, stored: list[Stored], *, query: str | None = None,
                 outcome: str = "success", desc: str | None = None) -> AuditRecord:
+        persons, self._persons = self._persons, []
+        entities = [f"{s.res_type}/{s.res_id}" for s in stored]
         return AuditRecord(
             subtype=subtype, agent=self.ctx.agent(), outcome=outcome, outcome_desc=desc,
             patients={s.patient_id for s in stored if s.patient_id},
-            entities=[f"{s.res_type}/{s.res_id}" for s in stored], query=query)
+            entities=entities + [p for p in dict.fromkeys(persons) if p not in entities], query=query)
 
     def _audit_read(self, subtype: str, stored: list[Stored], *, query: str | None = None,
                     force: bool = False) -> None:
@@ -287,6 +305,32 @@ class Repository:
         self.s.audit.record(rec)
         return items, nxt
 
+    def match(self, patient: object, *, only_certain: bool = False,
+              count: int | None = None) -> list[tuple[Stored, float, str]]:
+        """``Patient/$match``: the stored Patients this actor may see that the master patient
+        index scores as the person ``patient`` describes, best first, with the probability and
+        the match grade (certain, probable, possible).  Audited like a search."""
+        self._require("Patient", "search-type", audit=True)
+        if self.s.linker is None:
+            raise MethodNotAllowed("this platform runs without a master patient index")
+        if not isinstance(patient, dict) or patient.get("resourceType") != "Patient":
+            raise Invalid("$match needs a Patient in the parameter 'resource'",
+                          [Issue("required", "a Patient resource is required",
+                                 ("Parameters.parameter.resource",))])
+        validate_resource(patient, expected_type="Patient")
+        with self.s.db.read() as conn:
+            scored = self.s.linker.match(conn, patient)
+            current = store.read_current_many(conn, [("Patient", pid) for pid, _, _ in scored])
+        out = []
+        for pid, p, grade in scored:
+            s = current.get(("Patient", pid))
+            if s is None or s.deleted or not self._can_see(s, "s") or (only_certain and grade != "certain"):
+                continue
+            out.append((s, p, grade))
+        out = out[:min(count or self.s.default_page_size, self.s.max_page_size)]
+        self.s.audit.record(self._record("match", [s for s, _, _ in out], query="Patient/$match"))
+        return out
+
     # ------------------------------------------------------------ writes
     def _check_patient_ref(self, conn: Connection, body: dict, stored_patient: str | None) -> None:
         """A resource may not place itself in the compartment of a Patient the actor cannot see."""
@@ -299,16 +343,27 @@ class Repository:
                 [Issue("business-rule", f"Patient/{stored_patient} is not a patient of your institution",
                        (f"{body['resourceType']}.subject",))])
 
-    def create_in(self, conn: Connection, resource: dict, *, res_id: str | None = None) -> Stored:
+    def _linked(self, conn: Connection, s: Stored, link: bool) -> None:
+        """A Patient written here is linked to its Person in the same transaction (the
+        master patient index); a bulk upload passes ``link=False`` and links in one batch
+        when it ends."""
+        if link and s.res_type == "Patient" and self.s.linker is not None:
+            outcome = self.s.linker.patient_written(conn, self.ctx, s)
+            self._persons.append(f"Person/{outcome.person_id}")  # type: ignore[attr-defined]
+
+    def create_in(self, conn: Connection, resource: dict, *, res_id: str | None = None,
+                  link: bool = True) -> Stored:
         """Create inside an open transaction (no audit: the caller records it)."""
         rt = resource["resourceType"]
         self._require(rt, "create")
         s = store.create(conn, resource, institution_id=self.actor.institution_id, res_id=res_id,
                          base_url=self.s.base_url)
         self._check_patient_ref(conn, resource, s.patient_id)
+        self._linked(conn, s, link)
         return s
 
-    def create_many_in(self, conn: Connection, items: list[tuple[dict, str | None]]) -> list[Stored]:
+    def create_many_in(self, conn: Connection, items: list[tuple[dict, str | None]], *,
+                       link: bool = True) -> list[Stored]:
         """:meth:`create_in` for several resources with one statement per table (the POST
         entries of a transaction Bundle).  On any error none of them is written."""
         for resource, _ in items:
@@ -328,6 +383,8 @@ class Repository:
                 p = current.get(("Patient", pid))
                 if p is not None and not self._can_see(p, "r"):
                     self._check_patient_ref(conn, resource, pid)  # raises, naming the element
+            for s in stored:
+                self._linked(conn, s, link)
         return stored
 
     def audit_in(self, conn: Connection, subtype: str, stored: list[Stored], *,
@@ -337,12 +394,12 @@ class Repository:
         self.s.audit.write_in(conn, self._record(subtype, stored, desc=desc))
 
     def update_in(self, conn: Connection, res_type: str, res_id: str, resource: dict, *,
-                  if_match: int | None) -> Written:
+                  if_match: int | None, link: bool = True) -> Written:
         existing = store.read_current(conn, res_type, res_id, for_update=True)
         if existing is None:
             if if_match is not None:
                 raise PreconditionFailed(f"{res_type}/{res_id} does not exist (If-Match given)")
-            return Written(self.create_in(conn, resource, res_id=res_id), True)
+            return Written(self.create_in(conn, resource, res_id=res_id, link=link), True)
         self._require(res_type, "update")
         if not self._can_see(existing):
             raise NotFound(f"{res_type}/{res_id} is not known")
@@ -350,6 +407,7 @@ class Repository:
             raise Forbidden(f"{res_type}/{res_id} belongs to another institution")
         s = store.update(conn, existing, resource, if_match=if_match, base_url=self.s.base_url)
         self._check_patient_ref(conn, resource, s.patient_id)
+        self._linked(conn, s, link)
         return Written(s, False)
 
     def delete_in(self, conn: Connection, res_type: str, res_id: str, *, if_match: int | None) -> Stored | None:
@@ -359,10 +417,14 @@ class Repository:
             return None  # deleting what is not there succeeds (FHIR: 200/204)
         if not self._can_write(existing, "d"):
             raise Forbidden(f"{res_type}/{res_id} belongs to another institution")
-        return store.delete_resource(conn, existing, if_match=if_match)
+        gone = store.delete_resource(conn, existing, if_match=if_match)
+        if res_type == "Patient" and self.s.linker is not None:
+            self.s.linker.patient_deleted(conn, self.ctx, gone)
+        return gone
 
     def _write(self, subtype: str, fn, entities: list[str]):  # noqa: ANN001, ANN202
         """Run a write and its audit record in one transaction; audit the failure otherwise."""
+        self._persons = []
         try:
             with self.s.db.write() as conn:
                 result = fn(conn)

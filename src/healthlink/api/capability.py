@@ -7,6 +7,9 @@ from functools import cache
 from healthlink import FHIR_VERSION, __version__
 from healthlink.access.repository import NOT_STORED
 from healthlink.fhir.definitions import resource_types, search_params
+from healthlink.fhir.search import PERSON_PARAM, person_searchable
+
+PERSON_SEARCH_PARAMETER_URL = "https://healthlink.example.org/fhir/SearchParameter/person"
 
 # Types whose standard search parameters are all indexed and tested.
 FULL_SEARCH = ("Patient", "Practitioner", "PractitionerRole", "Organization", "Location",
@@ -34,6 +37,12 @@ def capability_statement(base_url: str, date: str) -> dict:
         writes = rt not in NOT_STORED
         params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
         params += [{"name": c, "type": p.type} for c, p in sorted(search_params(rt).items())]
+        if person_searchable(rt):
+            params.append({"name": PERSON_PARAM, "type": "reference",
+                           "definition": PERSON_SEARCH_PARAMETER_URL,
+                           "documentation": "The Person (master patient index) whose linked Patients' "
+                                            "resources to return, across institutions as far as the "
+                                            "reader may see them: person=Person/<id>."})
         entry = {
             "type": rt,
             "versioning": "versioned-update",
@@ -54,7 +63,9 @@ def capability_statement(base_url: str, date: str) -> dict:
             entry["documentation"] = NOT_STORED[rt]
         if rt == "Patient":
             entry["operation"] = [{"name": "everything",
-                                   "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+                                   "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                                  {"name": "match",
+                                   "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"}]
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",

@@ -258,6 +258,40 @@ def everything(repo: Repo, res_id: str, request: Request) -> Response:
                    next_url=next_url, total=None, entries=[_entry(base, s, "match") for s in items])
 
 
+MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
+
+
+@router.post("/Patient/$match")
+def match(repo: Repo, body: Body) -> Response:
+    """R4 ``Patient/$match``: a Parameters resource with ``resource`` (a Patient) and the
+    optional ``onlyCertainMatches`` and ``count``; a searchset of scored Patients."""
+    resource, only_certain, count = body, False, None
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        resource = None
+        for i, prm in enumerate(body.get("parameter") or []):
+            name = prm.get("name") if isinstance(prm, dict) else None
+            if name == "resource":
+                resource = prm.get("resource")
+            elif name == "onlyCertainMatches":
+                if not isinstance(prm.get("valueBoolean"), bool):
+                    raise Invalid("onlyCertainMatches takes valueBoolean",
+                                  [Issue("invalid", "valueBoolean expected", (f"Parameters.parameter[{i}]",))])
+                only_certain = prm["valueBoolean"]
+            elif name == "count":
+                if not isinstance(prm.get("valueInteger"), int) or prm["valueInteger"] < 1:
+                    raise Invalid("count takes a positive valueInteger",
+                                  [Issue("invalid", "positive valueInteger expected", (f"Parameters.parameter[{i}]",))])
+                count = prm["valueInteger"]
+    found = repo.match(resource, only_certain=only_certain, count=count)
+    base = repo.s.base_url
+    entries = [orjson.dumps({"fullUrl": f"{base}/Patient/{s.res_id}", "resource": orjson.Fragment(s.content),
+                             "search": {"mode": "match", "score": round(p, 6),
+                                        "extension": [{"url": MATCH_GRADE, "valueCode": grade}]}})
+               for s, p, grade in found]
+    return _bundle(btype="searchset", base=base, self_url=f"{base}/Patient/$match", next_url=None,
+                   total=len(entries), entries=entries)
+
+
 @router.put("/{res_type}/{res_id}")
 def update(repo: Repo, res_type: str, res_id: str, body: Body,
            if_match: Annotated[str | None, Header()] = None,

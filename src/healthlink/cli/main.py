@@ -245,8 +245,8 @@ def _print_report(report) -> None:  # noqa: ANN001
     console.print(table)
     for reason, n in sorted(report.reasons.items()):
         console.print(f"quarantined ({reason}): {n}")
-    if report.pending_empi:
-        console.print(f"new patients pending EMPI linking: {report.pending_empi}")
+    if report.pending_empi or report.linked_empi:
+        console.print(f"patients linked to persons (EMPI): {report.linked_empi:,}")
 
 
 @app.command("serve")

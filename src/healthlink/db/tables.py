@@ -245,3 +245,59 @@ empi_pending = Table(
     Column("upload_id", String(36), nullable=False),
     Column("queued", BigInteger, nullable=False),
 )
+
+# The master patient index (docs/identity.md).  Each stored Patient is linked to exactly one
+# Person (a FHIR Person resource owned by the platform); the link table, not the resource
+# rows, says which, so a merge or an unmerge never rewrites a Patient or its history.
+person_link = Table(
+    "person_link",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("person_id", String(64), nullable=False),
+    Column("institution_id", String(64)),
+    Column("assurance", String(8), nullable=False),  # FHIR identity-assuranceLevel: level1..level4
+    Column("method", String(16), nullable=False),  # deterministic, probabilistic, new, manual
+    Column("score", Float),  # match probability against the Person's best record, when scored
+    Column("record", Text, nullable=False),  # the Patient's flat record (JSON), for scoring candidates
+    Column("updated", BigInteger, nullable=False),
+)
+Index("ix_person_link_person", person_link.c.person_id)
+
+# The candidate index of real-time linking: blocking keys of every linked Patient.
+person_block = Table(
+    "person_block",
+    metadata,
+    Column("key", String(160), primary_key=True),
+    Column("patient_id", String(64), primary_key=True),
+)
+Index("ix_person_block_patient", person_block.c.patient_id)
+
+# Manual decisions of EMPI reviewers (keep apart, link); they stick across re-linking.
+empi_decision = Table(
+    "empi_decision",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # keep-apart, link; merge, unmerge (an action's header)
+    Column("patient_a", String(64), nullable=False),
+    Column("patient_b", String(64), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("reverted", BigInteger),  # when it was undone (or superseded by a later decision)
+    Column("reverted_by", String(128)),
+    Column("person_a", String(64)),  # a merge's surviving Person
+    Column("person_b", String(64)),  # a merge's emptied Person
+    Column("part_of", BigInteger),  # the action (header decision) this pair constraint belongs to
+)
+Index("ix_empi_decision_a", empi_decision.c.patient_a)
+Index("ix_empi_decision_b", empi_decision.c.patient_b)
+Index("ix_empi_decision_part_of", empi_decision.c.part_of)
+
+# Trained matching models (the versioned artefact of healthlink.empi); one is active.
+empi_model = Table(
+    "empi_model",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("created", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False, default=False),
+    Column("content", Text, nullable=False),
+)

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from healthlink.db import tables as t
 from healthlink.errors import Invalid, Issue
 from healthlink.fhir.dates import MAX_US, MIN_US, parse_range, to_us
-from healthlink.fhir.definitions import SearchParam, resource_types, search_params
+from healthlink.fhir.definitions import SearchParam, patient_compartment, resource_types, search_params
 from healthlink.fhir.indexing import fold, parse_reference
 from healthlink.fhir.store import Stored, row_to_stored
 
@@ -262,6 +262,14 @@ class _Parsed:
     cursor: dict | None = None
 
 
+PERSON_PARAM = "person"  # custom: a Person's resources across institutions, through person_link
+
+
+def person_searchable(res_type: str) -> bool:
+    """Patient and the types of the Patient compartment take ``person=Person/<id>``."""
+    return res_type == "Patient" or res_type in patient_compartment()
+
+
 def _param_clause(res_type: str, name: str, value: str, *, visible: Visibility,
                   base_url: str | None, depth: int = 0):
     """One parameter occurrence -> ('in'|'not_in', subquery of rids)."""
@@ -289,6 +297,16 @@ def _param_clause(res_type: str, name: str, value: str, *, visible: Visibility,
                 raise _bad_value(vv, "a FHIR instant", where)
             conds.append(_date_cond(R.c.last_updated, R.c.last_updated, prefix, *rng))
         return "in", select(R.c.rid).where(R.c.res_type == res_type, or_(*conds))
+    if code == PERSON_PARAM and person_searchable(res_type):
+        if chain is not None or modifier is not None:
+            raise _bad("person takes a Person id or Person/<id>, without modifiers or chains", where)
+        ids = [v.removeprefix("Person/") for v in _split_or(value)]
+        if not all(ids) or any("/" in i for i in ids):
+            raise _bad_value(value, "Person/<id>", where)
+        pl = t.person_link.c
+        linked = select(pl.patient_id).where(pl.person_id.in_(ids))
+        col = R.c.res_id if res_type == "Patient" else R.c.patient_id
+        return "in", select(R.c.rid).where(R.c.res_type == res_type, col.in_(linked))
     params = search_params(res_type)
     sp = params.get(code)
     if sp is None:

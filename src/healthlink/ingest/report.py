@@ -16,7 +16,8 @@ class Report:
     unchanged: Counter = field(default_factory=Counter)  # type -> identical resends
     quarantined: Counter = field(default_factory=Counter)  # type -> records quarantined
     reasons: Counter = field(default_factory=Counter)  # reason code -> records quarantined
-    pending_empi: int = 0  # new Patients waiting for the EMPI's batch linking
+    pending_empi: int = 0  # new or changed Patients queued for the EMPI's batch linking
+    linked_empi: int = 0  # queued Patients linked to Persons when the upload ended
 
     def totals(self) -> dict[str, int]:
         return {k: sum(getattr(self, k).values())
@@ -26,4 +27,4 @@ class Report:
         return {"upload": self.upload_id, "institution": self.institution, "totals": self.totals(),
                 **{k: dict(sorted(getattr(self, k).items()))
                    for k in ("read", "accepted", "updated", "unchanged", "quarantined", "reasons")},
-                "pendingEmpi": self.pending_empi}
+                "pendingEmpi": self.pending_empi, "linkedEmpi": self.linked_empi}

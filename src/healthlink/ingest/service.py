@@ -99,17 +99,18 @@ class _Batch:
                     rep.unchanged[info.res_type] += 1
                 else:
                     written.append(self.repo.update_in(conn, info.res_type, info.target, body,  # type: ignore[arg-type]
-                                                       if_match=None).stored)
+                                                       if_match=None, link=False).stored)
                     rep.updated[info.res_type] += 1
             if creates:
-                made = self.repo.create_many_in(conn, [(b, i.target) for i, b in creates])
+                made = self.repo.create_many_in(conn, [(b, i.target) for i, b in creates], link=False)
                 written.extend(made)
                 for info, _ in creates:
                     rep.accepted[info.res_type] += 1
-                patients = [{"patient_id": s.res_id, "institution_id": inst, "upload_id": self.upload_id,
-                             "queued": now_us()} for s in made if s.res_type == "Patient"]
-                _insert_ignore(conn, t.empi_pending, patients)
-                rep.pending_empi += len(patients)
+            # new and changed Patients are linked to Persons in one batch when the upload ends
+            patients = [{"patient_id": s.res_id, "institution_id": inst, "upload_id": self.upload_id,
+                         "queued": now_us()} for s in written if s.res_type == "Patient"]
+            _insert_ignore(conn, t.empi_pending, patients)
+            rep.pending_empi += len(patients)
             _insert_ignore(conn, t.ingest_source_key, [
                 {"institution_id": inst, "res_type": i.res_type, "key": k, "res_id": i.target}
                 for i, _ in self.items for k in dict.fromkeys(i.keys)])
@@ -178,6 +179,9 @@ def ingest_files(services: Services, paths: list[Path], *, institution: str, act
     except BaseException:
         _finish(services, upload_id, "failed", report)
         raise
+    if services.linker is not None:  # this institution's queued Patients, this upload's and any
+        # an interrupted earlier run left behind
+        report.linked_empi = services.linker.link_pending(institution=institution, ctx=repo.ctx)
     with services.db.write() as conn:  # the upload itself is audited, even when it wrote nothing
         repo.audit_in(conn, "import", [], desc=f"bulk upload {upload_id}: "
                       + ", ".join(f"{k} {v}" for k, v in report.totals().items()))
