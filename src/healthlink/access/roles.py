@@ -45,6 +45,9 @@ class Role:
     read_types: frozenset[str] | None = None  # patient types it may r/s (None = all)
     scope: str = "institution"  # whose patient data: own institution, or "region" for its types
     basis: str = ""
+    # reads and completes the platform's possible-duplicate Tasks and links, keeps apart, merges,
+    # unmerges and undoes (the EMPI review queue, healthlink.identity.review); no other Task
+    empi_review: bool = False
 
 
 _NURSE_WRITES = frozenset({"Observation", "MedicationAdministration", "Encounter", "Procedure",
@@ -69,8 +72,9 @@ ROLES: dict[str, Role] = {r.code: r for r in [
          basis="Registers patients and visits; needs demographics, not clinical content."),
     Role("empi_reviewer", "EMPI reviewer", "主索引审核员", {"patient": "rus", "directory": "rs"},
          write_types=frozenset({"Person"}), read_types=frozenset({"Patient", "Person"}),
-         scope="region",
-         basis="Resolves possible duplicate persons across institutions: demographics only."),
+         scope="region", empi_review=True,
+         basis="Resolves possible duplicate persons across institutions: demographics only; reads "
+               "and completes the platform's possible-duplicate Tasks (the review queue), no other Task."),
     Role("quality_manager", "Quality manager", "质控管理员", {"patient": "rs", "directory": "rs"},
          basis="Reviews records of own institution for quality control (病历质控)."),
     Role("institution_manager", "Institution manager (president)", "院长/机构管理者",
@@ -93,7 +97,7 @@ ROLES: dict[str, Role] = {r.code: r for r in [
          {"patient": "cruds", "directory": "cruds"},
          basis="A member institution's HIS uploading and reading its own institution's data."),
     Role("system", "The platform itself", "平台", {"patient": "cruds", "directory": "cruds",
-                                                  "audit": "rs"}, scope="region",
+                                                  "audit": "rs"}, scope="region", empi_review=True,
          basis="Jobs, migrations and demo seeding run by the platform."),
 ]}
 
@@ -113,6 +117,12 @@ def allowed(roles: frozenset[str], res_type: str, op: str) -> bool:
                 continue
         return True
     return False
+
+
+def may_review_identity(roles: frozenset[str]) -> bool:
+    """May the roles use the EMPI review queue and its actions (link, keep apart, merge,
+    unmerge, undo) on the platform's possible-duplicate Tasks?"""
+    return any(ROLES[c].empi_review for c in roles if c in ROLES)
 
 
 def region_wide(roles: frozenset[str], res_type: str, op: str) -> bool:

@@ -287,6 +287,7 @@ empi_decision = Table(
     Column("person_a", String(64)),  # a merge's surviving Person
     Column("person_b", String(64)),  # a merge's emptied Person
     Column("part_of", BigInteger),  # the action (header decision) this pair constraint belongs to
+    Column("detail", Text),  # JSON: links before / after, Tasks closed, decisions superseded (for undo)
 )
 Index("ix_empi_decision_a", empi_decision.c.patient_a)
 Index("ix_empi_decision_b", empi_decision.c.patient_b)

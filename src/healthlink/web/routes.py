@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 
+from healthlink.access import RequestContext
 from healthlink.errors import HealthLinkError, Invalid, NotFound, Unauthorized
-from healthlink.web import i18n, session, summary, uploads
+from healthlink.identity import Review
+from healthlink.web import i18n, review, session, summary, uploads
 from healthlink.web.i18n import N_
 from healthlink.web.session import PageRoute, render
 
@@ -146,3 +148,74 @@ def upload_report(request: Request, upload_id: str, page: int = 1) -> Response:
     template = "_upload_report.html" if request.headers.get("hx-request") else "upload.html"
     return render(request, template, ctx=ctx, v=uploads.report(request.app.state.platform, ctx, upload_id, page),
                   statuses=uploads.STATUS, reasons=uploads.REASONS)
+
+
+# ------------------------------------------------------------------ EMPI review (docs/web.md)
+def _review(request: Request) -> Review:
+    return Review(request.app.state.platform.identity)
+
+
+def _review_page(request: Request, template: str, ctx: RequestContext, **values: object) -> Response:
+    return render(request, template, ctx=ctx, comparisons=review.COMPARISONS, record_fields=review.RECORD_FIELDS,
+                  levels=review.LEVELS, kinds=review.KINDS, methods=review.METHODS, when=review.when,
+                  **values)
+
+
+@router.get("/review")
+def review_queue(request: Request, cursor: str | None = None) -> Response:
+    ctx = session.context(request)
+    return _review_page(request, "review_queue.html", ctx, page=_review(request).queue(ctx, count=20, cursor=cursor))
+
+
+@router.get("/review/pair")
+def review_pair(request: Request, a: str, b: str) -> Response:
+    ctx = session.context(request)
+    return _review_page(request, "review_pair.html", ctx, ex=_review(request).explain_pair(ctx, a, b),
+                        pa=a, pb=b)
+
+
+@router.get("/review/persons/{person_id}")
+def review_person(request: Request, person_id: str) -> Response:
+    ctx = session.context(request)
+    return _review_page(request, "review_person.html", ctx, v=_review(request).person(ctx, person_id))
+
+
+@router.post("/review/link")
+def review_link(request: Request, a: Annotated[str, Form()], b: Annotated[str, Form()],
+                csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    session.check_csrf(request, csrf_token)
+    dec = _review(request).link(session.context(request), a, b)
+    return RedirectResponse(f"/review/persons/{quote(next(iter(dec.moved.values()))[1] or '')}", status_code=303)
+
+
+@router.post("/review/keep-apart")
+def review_keep_apart(request: Request, a: Annotated[str, Form()], b: Annotated[str, Form()],
+                      csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    session.check_csrf(request, csrf_token)
+    _review(request).keep_apart(session.context(request), a, b)
+    return RedirectResponse("/review", status_code=303)
+
+
+@router.post("/review/merge")
+def review_merge(request: Request, person: Annotated[str, Form()], other: Annotated[str, Form()],
+                 csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    session.check_csrf(request, csrf_token)
+    dec = _review(request).merge(session.context(request), person, other)
+    return RedirectResponse(f"/review/persons/{quote(dec.person_a or '')}", status_code=303)
+
+
+@router.post("/review/unmerge")
+def review_unmerge(request: Request, patient: Annotated[str, Form()],
+                   csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    session.check_csrf(request, csrf_token)
+    dec = _review(request).unmerge(session.context(request), patient)
+    return RedirectResponse(f"/review/persons/{quote(dec.person_a or '')}", status_code=303)
+
+
+@router.post("/review/undo")
+def review_undo(request: Request, decision: Annotated[int, Form()],
+                csrf_token: Annotated[str | None, Form()] = None,
+                next: Annotated[str | None, Form()] = None) -> Response:  # noqa: A002
+    session.check_csrf(request, csrf_token)
+    _review(request).undo(session.context(request), decision)
+    return RedirectResponse(_safe_next(next or "/review"), status_code=303)

@@ -40,6 +40,9 @@ def home_cards(roles: frozenset[str]) -> list[Card]:
                           N_("Your hospital system records observations and orders through the FHIR API.")))
     if R.allowed(roles, "Patient", "c") or "system_admin" in roles:
         cards.append(Card("/uploads", N_("Uploads"), N_("See the reports of bulk uploads.")))
+    if R.may_review_identity(roles):
+        cards.append(Card("/review", N_("EMPI review"),
+                          N_("Decide possible duplicate persons: link, keep apart, merge, unmerge, undo.")))
     if R.allowed(roles, "AuditEvent", "s"):
         cards.append(Card(None, N_("Audit log"),
                           N_("Read who accessed which record, through the FHIR AuditEvent API.")))
