@@ -241,32 +241,6 @@ def test_cli_writes_the_region_and_its_ground_truth(tmp_path: Path) -> None:
                                         and tmp_path / "again")
 
 
-@pytest.fixture
-def fresh_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    """An empty database of the suite's kind (HEALTHLINK_TEST_DB) that the CLI uses: the demo
-    region's marker and patient ids are per database, so these tests do not share one."""
-    import os
-    import uuid
-
-    url, admin, name = f"sqlite:///{tmp_path / 'demo.db'}", None, None
-    if os.environ.get("HEALTHLINK_TEST_DB", "sqlite") == "postgresql":
-        import psycopg
-
-        base = os.environ.get("HEALTHLINK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
-        name = f"hl_demo_{uuid.uuid4().hex[:12]}"
-        admin = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = f"{base}/{name}"
-    for k, v in {"DATABASE_URL": url, "DATA_DIR": str(tmp_path / "var"), "DEMO_PATIENTS": "40",
-                 "SECRET_KEY": "test-signing-key-" + "x" * 32}.items():
-        monkeypatch.setenv(f"HEALTHLINK_{k}", v)
-    yield url
-    if admin:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _counts(url: str) -> Counter:
     from sqlalchemy import create_engine, func, select
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from healthlink.errors import HealthLinkError
+from healthlink.errors import HealthLinkError, Invalid
 from healthlink.settings import Settings, load_settings
 
 app = typer.Typer(help="HealthLink regional health information platform.", no_args_is_help=True)
@@ -247,6 +247,34 @@ def _print_report(report) -> None:  # noqa: ANN001
         console.print(f"quarantined ({reason}): {n}")
     if report.pending_empi or report.linked_empi:
         console.print(f"patients linked to persons (EMPI): {report.linked_empi:,}")
+
+
+@app.command("link")
+def link(
+    engine: str = typer.Option("duckdb", help="Splink backend: duckdb (one machine) or spark (local mode, "
+                                              "or the cluster of SPARK_MASTER; needs Java 17 and pyspark)."),
+    retrain: bool = typer.Option(False, "--train", help="Train a new model on the linked records first "
+                                                         "and make it the active one."),
+) -> None:
+    """Re-link every Patient in one batch (after a model change or a bulk load); Person ids
+    stay stable and reviewers' decisions are kept (docs/identity.md)."""
+    from healthlink.identity.relink import relink
+
+    if engine not in ("duckdb", "spark"):
+        _fail(Invalid(f"unknown engine '{engine}': use duckdb or spark"))
+    plat = _platform(_settings())
+    try:
+        with console.status(f"linking with Splink on {engine} …"):
+            rep = relink(plat.identity, engine=engine, retrain=retrain)
+    except HealthLinkError as exc:
+        _fail(exc)
+    finally:
+        plat.close()
+    console.print(f"{rep.records:,} Patient records -> {rep.clusters:,} Persons "
+                  f"({rep.persons_kept:,} kept their id, {rep.persons_new:,} new, {rep.persons_emptied:,} emptied); "
+                  f"{rep.patients_moved:,} Patients moved; {rep.review_pairs:,} pairs for review; "
+                  f"model {rep.model_version}; "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in rep.timings_s.items()))
 
 
 @app.command("serve")
