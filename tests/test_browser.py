@@ -212,3 +212,39 @@ def test_upload_a_file_and_see_its_report(demo_server, chromium):
         assert part in text, (part, text)
     shot(page, "upload-report")
     ctx.close()
+
+
+def test_health_code_page_shows_the_qr_and_another_hospital_scans_it(demo_server, chromium):
+    tok = httpx.post(f"{demo_server}/api/auth/login",
+                     json={"username": "doctor", "password": DEMO_PASSWORD}).json()["access_token"]
+    h = {"Authorization": f"Bearer {tok}"}
+    found = httpx.get(f"{demo_server}/fhir/Patient", params={"identifier": "632701198604120027"}, headers=h).json()
+    pid = found["entry"][0]["resource"]["id"]
+
+    ctx = chromium.new_context(viewport=PHONE, locale="zh-CN")
+    page = ctx.new_page()
+    sign_in(page, demo_server)
+    page.goto(f"{demo_server}/patients/{pid}")
+    page.click("main >> text=健康码")
+    page.wait_for_url(f"{demo_server}/patients/{pid}/health-code")
+    page.locator("#health-code svg").wait_for()
+    assert "有效期至" in page.locator("main").inner_text()
+    assert page.locator("#health-code").get_attribute("hx-trigger").startswith("every ")
+    shot(page, "health-code")
+    ctx.close()
+
+    code = httpx.get(f"{demo_server}/api/health-code/patient/{pid}", headers=h).json()["text"]
+    ctx = chromium.new_context(viewport=DESKTOP, locale="zh-CN")
+    page = ctx.new_page()
+    sign_in(page, demo_server, "doctor.b")  # another hospital
+    page.click("nav >> text=扫描健康码")
+    page.fill("input[name=code]", code)
+    page.click("button.primary")
+    page.wait_for_url(f"{demo_server}/patients/*")
+    local = page.url.rsplit("/", 1)[1]
+    assert local != pid and page.locator("h1").inner_text()
+    page.goto(f"{demo_server}/health-code/scan")  # the same code again: the same record
+    page.fill("input[name=code]", code)
+    page.click("button.primary")
+    page.wait_for_url(f"{demo_server}/patients/{local}")
+    ctx.close()

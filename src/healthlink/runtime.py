@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from healthlink.access import Actor, Repository, RequestContext, Services
 from healthlink.accounts import AccountService
 from healthlink.db import Database
-from healthlink.identity import Identity
+from healthlink.healthcode import HealthCodes, ResolverRegistry
+from healthlink.identity import Identity, LocalPatients
 from healthlink.ledger import AuditWriter
 from healthlink.settings import Settings
 
@@ -21,6 +22,8 @@ class Platform:
     accounts: AccountService
     services: Services
     identity: Identity
+    health_codes: HealthCodes
+    local_patients: LocalPatients
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
@@ -35,10 +38,16 @@ class Platform:
         identity = Identity(db, audit, auto_link=settings.empi_auto_link_threshold,
                             review=settings.empi_review_threshold)
         services.linker = identity
-        return cls(settings, db, audit, accounts, services, identity)
+        return cls(settings, db, audit, accounts, services, identity, HealthCodes.from_settings(settings),
+                   LocalPatients(services, identity))
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)
+
+    def identifier_resolvers(self) -> ResolverRegistry:
+        """What a desk may scan: the health code (the national health card and the medical-insurance
+        e-voucher would be registered after it, docs/healthcode.md)."""
+        return ResolverRegistry([self.health_codes.resolver()])
 
     def system_repository(self, purpose: str) -> Repository:
         return Repository(RequestContext(actor=Actor.system(purpose), address="local",

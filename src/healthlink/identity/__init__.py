@@ -8,6 +8,7 @@ Public surface: :class:`Identity` (``Platform.identity``), :class:`LinkOutcome`,
 """
 
 from healthlink.identity.keys import block_keys
+from healthlink.identity.local import LocalPatient as LocalPatient, LocalPatients as LocalPatients
 from healthlink.identity.review import (
     Decision, Explanation, FieldExplanation, ManualConstraints, PersonView, QueueItem, QueuePage, Review,
     manual_constraints,

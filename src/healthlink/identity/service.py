@@ -165,6 +165,16 @@ class Identity:
             self._review_task(conn, pid, cand_id, p)
         return outcome
 
+    def attach(self, conn: Connection, patient: Stored, person_id: str) -> LinkOutcome:
+        """Link a Patient to a Person already known to be its own, as a manual link (level4,
+        never recomputed): the Patient created at an institution by a health-code scan."""
+        rec = dict(flat_record(patient.json()))
+        rec["institution"] = patient.institution_id
+        existing = self._link_row(conn, patient.res_id)
+        self._index(conn, patient.res_id, rec, patient.institution_id, existing is not None)
+        self._set_link(conn, patient.res_id, person_id, "manual", None, existing, rec, patient.institution_id)
+        return LinkOutcome(patient.res_id, person_id, "manual")
+
     def link_pending(self, *, institution: str | None = None, ctx: RequestContext | None = None,
                      chunk: int = 500) -> int:
         """Link the Patients bulk uploads queued (an institution's, or all): one transaction

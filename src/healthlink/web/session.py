@@ -93,6 +93,7 @@ NAV: list[tuple[str, str, Callable[[frozenset[str]], bool]]] = [
     ("/patients", N_("Patients"), _can_search_patients),
     ("/institutions", N_("Institutions"), lambda roles: True),
     ("/uploads", N_("Uploads"), _can_upload),
+    ("/health-code/scan", N_("Scan health code"), lambda roles: R.allowed(roles, "Patient", "c")),
     ("/review", N_("EMPI review"), R.may_review_identity),
 ]
 
