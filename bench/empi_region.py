@@ -1,4 +1,5 @@
-"""EMPI matching core on a generated demo region: `python bench/empi_region.py [N] [u_max_pairs]`.
+"""EMPI matching core on a generated demo region:
+`python bench/empi_region.py [N] [u_max_pairs] [--engine duckdb|spark]`.
 
 Writes a region of N Patient records with the generator (healthlink.demogen, Patients
 only, default error model: ID typos and transpositions, missing IDs, Tibetan
@@ -8,16 +9,18 @@ batch-links with Splink and clusters at the auto-link threshold, and scores the 
 against ground-truth.csv.  Prints precision / recall / F1 of the pairs and of the clusters
 at the auto-link threshold, the review-queue size (pairs between the thresholds), the
 missed pairs by error, timings and the machine.  Figures go to docs/benchmarks.md.
+With ``--engine spark`` the link runs on Splink's Spark backend (local mode, started before
+the link is timed) with the model trained on DuckDB, as `healthlink link --engine spark` will.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from itertools import combinations
@@ -44,12 +47,17 @@ def prf(got: set, truth: set) -> str:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    u_pairs = float(sys.argv[2]) if len(sys.argv) > 2 else 1e7
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("n", type=int, nargs="?", default=20_000)
+    ap.add_argument("u_pairs", type=float, nargs="?", default=1e7)
+    ap.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
+    args = ap.parse_args()
+    n, u_pairs, engine = args.n, args.u_pairs, args.engine
     settings = Settings()
     auto, review = settings.empi_auto_link_threshold, settings.empi_review_threshold
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}; "
-          f"N = {n:,} Patient records, seed 1, thresholds auto-link {auto} / review {review}")
+          f"N = {n:,} Patient records, seed 1, thresholds auto-link {auto} / review {review}, "
+          f"link engine {engine}")
     out = Path(tempfile.mkdtemp(prefix="empi-region-"))
     try:
         t = time.perf_counter()
@@ -75,10 +83,16 @@ def main() -> None:
     model = train([records], REGION, u_max_pairs=u_pairs, seed=1)
     t_train = time.perf_counter() - t
     print(f"train: {t_train:.1f} s {model.metadata['timings_s']}, prior {model.prior:.3g}")
+    if engine == "spark":
+        from healthlink.empi.spark import spark_session
+
+        t = time.perf_counter()
+        session = spark_session()
+        print(f"spark {session.version} ({session.sparkContext.master}) started in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
-    res = link_batch([records], model, REGION, auto_link=auto, review=review)
+    res = link_batch([records], model, REGION, auto_link=auto, review=review, engine=engine)
     t_link = time.perf_counter() - t
-    print(f"link: {t_link:.1f} s {res.timings_s}")
+    print(f"link ({engine}): {t_link:.1f} s {res.timings_s}")
     print(f"batch time (train + link): {t_train + t_link:.1f} s; link alone {t_link:.1f} s")
 
     links = {(min(p.left, p.right), max(p.left, p.right)) for p in res.links()}
