@@ -13,6 +13,8 @@ Goal (issue 4): p99 <= 50 ms per registration against a region of 1.27 M Patient
    index rows, linking in the same transaction, the audit record committed before it
    returns) and prints the latency percentiles of the whole registration and of the
    linking step inside it, and how the M records were linked against the ground truth.
+3. With --relink, times `healthlink link` (the batch re-link, DuckDB, with stable Person ids)
+   over the whole index, twice.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main() -> None:
     ap.add_argument("m", nargs="?", type=int, default=2_000)
     ap.add_argument("--db", choices=("sqlite", "postgresql"), default="postgresql")
     ap.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432")
+    ap.add_argument("--relink", action="store_true",
+                    help="then time `healthlink link` (identity.relink, DuckDB) over the whole index")
     a = ap.parse_args()
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}; "
           f"index of {a.n - a.m:,} Patient records, {a.m:,} registrations, {a.db}")
@@ -144,6 +148,17 @@ def main() -> None:
                   f"max {max(xs):.1f} ms  ({len(xs):,} registrations)")
         print("linked:", ", ".join(f"{k} {v:,}" for k, v in outcomes.items()),
               "(a record whose person has no earlier record founds a new Person, as it should)")
+        if a.relink:
+            from healthlink.identity.relink import relink
+
+            s = time.perf_counter()
+            rep = relink(plat.identity)
+            print(f"healthlink link over {rep.records:,} records: {time.perf_counter() - s:.1f} s "
+                  f"({', '.join(f'{k} {v:.1f} s' for k, v in rep.timings_s.items())}); {rep.clusters:,} Persons, "
+                  f"{rep.persons_kept:,} kept their id, {rep.persons_new:,} new, {rep.patients_moved:,} Patients moved")
+            s = time.perf_counter()
+            rep = relink(plat.identity)
+            print(f"again: {time.perf_counter() - s:.1f} s, {rep.patients_moved:,} Patients moved")
     finally:
         plat.close()
         if a.db == "postgresql":
