@@ -267,6 +267,9 @@ def driver_fetchone(conn: Connection, sql: str, params: tuple) -> tuple | None:
         cur.close()
 
 
+SMALL_BATCH = 8  # rows up to which bulk_insert uses a plain INSERT on PostgreSQL
+
+
 def bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple], *,
                 ignore_conflicts: bool = False) -> None:
     """Insert many rows into ``table`` inside ``conn``'s transaction, the fastest way each
@@ -287,10 +290,14 @@ def bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: 
             sql = f"INSERT INTO {table.name} ({cols}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
         else:
             sql = f"COPY {table.name} ({cols}) FROM STDIN"
+        if not ignore_conflicts and len(rows) <= SMALL_BATCH:  # a few rows: COPY's set-up costs more
+            sql = f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join(['%s'] * len(columns))})"
         try:
             with driver.cursor() as cur:  # type: ignore[union-attr]
                 if ignore_conflicts:
                     cur.execute(sql, [list(col) for col in zip(*rows)])
+                elif len(rows) <= SMALL_BATCH:
+                    cur.executemany(sql, rows)
                 else:
                     with cur.copy(sql) as cp:
                         write = cp.write_row

@@ -38,7 +38,7 @@ from healthlink.fhir import store
 from healthlink.fhir.identifiers import RESIDENT_ID_SYSTEM
 from healthlink.fhir.store import Stored
 from healthlink.fhir.validation import validate_resource
-from healthlink.identity.service import Identity
+from healthlink.identity.service import Identity, serialise
 from healthlink.ledger import AuditRecord
 
 SCAN = "health-code-scan"  # AuditEvent subtype of a scan (found, created or refused)
@@ -123,6 +123,7 @@ class LocalPatients:
         try:
             self._check(ctx, institution_id)
             with self.services.db.write() as conn:
+                serialise(conn)  # the master patient index: one linker at a time
                 person, body, note = self._person(conn, person_id)
                 found = self._existing(conn, person, institution_id)
                 if found is not None:

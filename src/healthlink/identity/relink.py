@@ -26,7 +26,7 @@ from healthlink.db import tables as t
 from healthlink.empi import REGION, Model, link_batch, train
 from healthlink.fhir.store import now_us
 from healthlink.identity.review import manual_constraints
-from healthlink.identity.service import ASSURANCE, Identity
+from healthlink.identity.service import ASSURANCE, Identity, serialise
 from healthlink.ledger import AuditRecord
 
 
@@ -148,6 +148,7 @@ def relink(identity: Identity, *, engine: str = "duckdb", retrain: bool = False,
     for i in range(0, len(moves), chunk):
         part = moves[i:i + chunk]
         with identity.db.write() as conn:
+            serialise(conn)  # the master patient index: one linker at a time
             touched: set[str] = set()
             for pid, person in part:
                 p, det = best.get(pid, (None, False))

@@ -43,7 +43,7 @@ from healthlink.errors import Conflict, Forbidden, HealthLinkError, Invalid, Not
 from healthlink.fhir import search as S
 from healthlink.fhir import store
 from healthlink.fhir.store import now_us
-from healthlink.identity.service import ASSURANCE, EMPI_TASK, Identity
+from healthlink.identity.service import ASSURANCE, EMPI_TASK, Identity, serialise
 from healthlink.ledger import AuditRecord
 
 TASK_QUERY = f"Task?code={EMPI_TASK}|possible-duplicate&status=requested"
@@ -406,6 +406,7 @@ class Review:
         self._check(ctx, subtype, "u", entities)
         try:
             with self.db.write() as conn:
+                serialise(conn)  # the master patient index: one linker at a time
                 dec, rec = run(conn)
                 self.audit.write_in(conn, rec)
                 return dec

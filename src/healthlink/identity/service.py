@@ -50,6 +50,20 @@ MAX_CANDIDATES = 200  # records scored per link; blocking keys keep the real num
 MODEL_TTL_S = 60.0  # how long a process keeps the active model before looking for a newer one
 
 
+LINK_LOCK = 7_420_104  # PostgreSQL advisory lock key of the master patient index
+
+
+def serialise(conn: Connection) -> None:
+    """One linker at a time, until the transaction ends.  Two transactions linking at once
+    could each found a Person for the same human (neither sees the other's rows yet), and
+    two batches locking Person rows in different orders deadlocked (found by bench/ingest.py
+    with two institutions uploading at once).  Every path that writes a link or a Person takes
+    this lock first, so Person rows are always locked after it and never in a cycle.  On
+    SQLite the write lock already serialises writers.  Re-entrant within a transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LINK_LOCK})")
+
+
 @dataclass
 class LinkOutcome:
     patient_id: str
@@ -123,6 +137,7 @@ class Identity:
 
     # ------------------------------------------------------------ linking
     def link_in(self, conn: Connection, patient: Stored) -> LinkOutcome:
+        serialise(conn)
         pid = patient.res_id
         body = patient.json()
         rec = dict(flat_record(body))
@@ -168,6 +183,7 @@ class Identity:
     def attach(self, conn: Connection, patient: Stored, person_id: str) -> LinkOutcome:
         """Link a Patient to a Person already known to be its own, as a manual link (level4,
         never recomputed): the Patient created at an institution by a health-code scan."""
+        serialise(conn)
         rec = dict(flat_record(patient.json()))
         rec["institution"] = patient.institution_id
         existing = self._link_row(conn, patient.res_id)
@@ -176,7 +192,7 @@ class Identity:
         return LinkOutcome(patient.res_id, person_id, "manual")
 
     def link_pending(self, *, institution: str | None = None, ctx: RequestContext | None = None,
-                     chunk: int = 500) -> int:
+                     chunk: int = 200) -> int:
         """Link the Patients bulk uploads queued (an institution's, or all): one transaction
         and one audit record per ``chunk``.  Returns how many were linked."""
         ctx = ctx or RequestContext(actor=Actor.system("empi"), address="local", purpose_of_use="HOPERAT")
@@ -286,6 +302,7 @@ class Identity:
 
     def _write_person(self, conn: Connection, person_id: str, *, founder: dict | None = None) -> Stored:
         """Bring the Person resource in line with ``person_link`` (one new version)."""
+        serialise(conn)
         c = t.person_link.c
         links = conn.execute(select(c.patient_id, c.assurance).where(c.person_id == person_id)
                              .order_by(c.patient_id)).all()
