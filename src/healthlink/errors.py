@@ -15,6 +15,7 @@ Under ``/fhir`` an error is an OperationOutcome, under ``/api`` problem+json
     ├── PreconditionFailed (412) If-Match / conditional operation mismatch
     ├── PayloadTooLarge (413)
     ├── Unprocessable (422)      business rule violated
+    ├── TooManyRequests (429)    a rate limit was reached; Retry-After
     └── Unavailable (503)        database down or pool exhausted; Retry-After
 """
 
@@ -94,6 +95,10 @@ class PayloadTooLarge(HealthLinkError):
 
 class Unprocessable(HealthLinkError):
     status, code = 422, "business-rule"
+
+
+class TooManyRequests(HealthLinkError):
+    status, code = 429, "throttled"
 
 
 class Unavailable(HealthLinkError):

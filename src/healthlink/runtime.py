@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from healthlink.access import Actor, Repository, RequestContext, Services
 from healthlink.accounts import AccountService
+from healthlink.consent import OUTBOX, ConsentCodes, OutboxGateway, SmsGateway, build_gateway, gateway_class
 from healthlink.db import Database
 from healthlink.healthcode import HealthCodes, ResolverRegistry
 from healthlink.identity import Identity, LocalPatients
@@ -24,9 +25,14 @@ class Platform:
     identity: Identity
     health_codes: HealthCodes
     local_patients: LocalPatients
+    sms: SmsGateway
+    consent_codes: ConsentCodes
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
+        # a configured SMS gateway is loaded first: a bad one stops the start before anything opens
+        external = None if settings.sms_gateway == OUTBOX else build_gateway(
+            gateway_class(settings.sms_gateway), settings)
         db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous,
                       pool_size=settings.db_pool_size, pool_timeout=settings.db_pool_timeout)
         audit = AuditWriter(db, batch_max=settings.audit_batch_max, wait_ms=settings.audit_batch_wait_ms)
@@ -38,8 +44,9 @@ class Platform:
         identity = Identity(db, audit, auto_link=settings.empi_auto_link_threshold,
                             review=settings.empi_review_threshold)
         services.linker = identity
+        sms: SmsGateway = OutboxGateway(db) if external is None else external
         return cls(settings, db, audit, accounts, services, identity, HealthCodes.from_settings(settings),
-                   LocalPatients(services, identity))
+                   LocalPatients(services, identity), sms, ConsentCodes.from_settings(settings, sms))
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)

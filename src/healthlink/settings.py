@@ -7,6 +7,7 @@ help text; ``docs/configuration.md`` is checked against these fields by a test.
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -94,6 +95,36 @@ class Settings(BaseSettings):
         description="JSON list of PEM files with earlier health-code keys (public or private) that "
         "verification still trusts after a key rotation; drop them once the TTL has passed.",
     )
+    sms_gateway: str = Field(
+        "outbox",
+        description="Where SMS go: `outbox` (the platform's own adapter: messages land in the "
+        "sms_outbox table, for the demo phone page and the CLI) or `package.module:Class`, a class "
+        "implementing healthlink.consent.SmsGateway, loaded at start (docs/consent.md).",
+    )
+    sms_gateway_options: dict[str, str] = Field(
+        {},
+        description="JSON object of keyword arguments for the configured SMS gateway class "
+        "(endpoint, sender name, a credentials file path ...); unused by `outbox`.",
+    )
+    consent_code_ttl_seconds: int = Field(
+        600, ge=60, le=600,
+        description="Lifetime of a patient's one-time authorisation code in seconds (at most 10 "
+        "minutes, NIST SP 800-63B-4; docs/consent.md).",
+    )
+    consent_code_max_tries: int = Field(
+        5, ge=1, le=10,
+        description="Wrong codes accepted per authorisation request before it is locked; a resend "
+        "does not reset the count.",
+    )
+    consent_code_per_practitioner_per_hour: int = Field(
+        10, ge=1,
+        description="Most authorisation codes (first sends and resends) one doctor may have sent in "
+        "any hour.",
+    )
+    consent_code_per_phone_per_hour: int = Field(
+        5, ge=1,
+        description="Most authorisation codes one patient phone number may receive in any hour.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON request log.")
     demo: bool = Field(
         False, description="Act as `healthlink serve --demo` (the README's run command): migrate, seed "
@@ -111,6 +142,15 @@ class Settings(BaseSettings):
         v = v.upper()
         if v not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("must be FULL, NORMAL or EXTRA")
+        return v
+
+    @field_validator("sms_gateway")
+    @classmethod
+    def _gateway(cls, v: str) -> str:
+        # only the form here; the class itself is imported at start (healthlink.consent.sms)
+        if v != "outbox" and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            raise ValueError("must be 'outbox' or 'package.module:Class' (a class implementing "
+                             "healthlink.consent.SmsGateway)")
         return v
 
     @model_validator(mode="after")

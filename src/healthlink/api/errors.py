@@ -23,6 +23,7 @@ _HTTP_CODE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 409: "Conflict", 410: "Gone", 412: "Precondition Failed",
            413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
+           429: "Too Many Requests",
            500: "Internal Server Error", 503: "Service Unavailable"}
 
 

@@ -35,7 +35,20 @@ def _settings() -> Settings:
 def _platform(settings: Settings):  # noqa: ANN202
     from healthlink.runtime import Platform
 
+    _check_sms_gateway(settings)
     return Platform.start(settings)
+
+
+def _check_sms_gateway(settings: Settings) -> None:
+    """Load a configured SMS gateway once here, so a bad one is a one-line error, not a traceback."""
+    from healthlink.consent import OUTBOX, SmsGatewayConfigError, build_gateway, gateway_class
+
+    if settings.sms_gateway != OUTBOX:
+        try:
+            build_gateway(gateway_class(settings.sms_gateway), settings)
+        except SmsGatewayConfigError as exc:
+            err.print(f"[red]configuration error:[/red] {exc}")
+            raise typer.Exit(2) from None
 
 
 def _fail(exc: HealthLinkError) -> None:
@@ -307,6 +320,7 @@ def serve(
         console.print(f"  curl -s -X POST {scheme}://{s.host}:{s.port}/api/auth/login "
                       f"-H 'content-type: application/json' "
                       f"-d '{{\"username\":\"doctor\",\"password\":\"{d.DEMO_PASSWORD}\"}}'\n")
+    _check_sms_gateway(s)
     os.environ.setdefault("HEALTHLINK_DATABASE_URL", s.database_url)
     uvicorn.run("healthlink.api.asgi:app", host=s.host, port=s.port, workers=s.workers,
                 ssl_certfile=str(s.tls_certfile) if s.tls_certfile else None,

@@ -302,3 +302,47 @@ empi_model = Table(
     Column("active", Boolean, nullable=False, default=False),
     Column("content", Text, nullable=False),
 )
+
+# The platform's own SMS adapter (healthlink.consent.sms.OutboxGateway, docs/consent.md): messages
+# "sent" land here, for the demo phone page and the CLI.  They hold live codes: a real deployment
+# configures a real gateway and this table stays empty.
+sms_outbox = Table(
+    "sms_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("recipient", String(32), nullable=False),  # the phone number ("to"; a reserved word in SQL)
+    Column("text", Text, nullable=False),
+    Column("purpose", String(64), nullable=False),  # what the message is for, e.g. consent-code
+    Column("created", BigInteger, nullable=False),
+)
+Index("ix_sms_outbox_recipient", sms_outbox.c.recipient, sms_outbox.c.created)
+
+# One-time authorisation codes (healthlink.consent.codes): one row per authorisation request, holding
+# its current code as a keyed hash (HMAC-SHA256), never the code.  A resend replaces hash, created
+# and expires and keeps tries, so it does not reset the wrong-try count.
+consent_code = Table(
+    "consent_code",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("hash", String(64), nullable=False),  # hex HMAC-SHA256 over request id and code
+    Column("created", BigInteger, nullable=False),  # when the current code was issued (µs since epoch)
+    Column("expires", BigInteger, nullable=False),
+    Column("tries", Integer, nullable=False, default=0),  # wrong tries of the request, all codes
+    Column("used", BigInteger),  # when the code was accepted; NULL until then
+    Column("practitioner", String(128), nullable=False),
+    Column("encounter", String(128), nullable=False),
+    Column("phone", String(32), nullable=False),
+)
+
+# Every code sent (first sends and resends): the rate limits per doctor and per phone count these.
+consent_code_issue = Table(
+    "consent_code_issue",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("practitioner", String(128), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("created", BigInteger, nullable=False),
+)
+Index("ix_consent_code_issue_practitioner", consent_code_issue.c.practitioner, consent_code_issue.c.created)
+Index("ix_consent_code_issue_phone", consent_code_issue.c.phone, consent_code_issue.c.created)
