@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from healthlink.access import Actor, Repository, RequestContext, Services
 from healthlink.accounts import AccountService
 from healthlink.consent import OUTBOX, ConsentCodes, OutboxGateway, SmsGateway, build_gateway, gateway_class
+from healthlink.consent.patients import PatientAccounts
 from healthlink.db import Database
 from healthlink.healthcode import HealthCodes, ResolverRegistry
 from healthlink.identity import Identity, LocalPatients
@@ -27,6 +28,7 @@ class Platform:
     local_patients: LocalPatients
     sms: SmsGateway
     consent_codes: ConsentCodes
+    patient_accounts: PatientAccounts
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
@@ -46,7 +48,8 @@ class Platform:
         services.linker = identity
         sms: SmsGateway = OutboxGateway(db) if external is None else external
         return cls(settings, db, audit, accounts, services, identity, HealthCodes.from_settings(settings),
-                   LocalPatients(services, identity), sms, ConsentCodes.from_settings(settings, sms))
+                   LocalPatients(services, identity), sms, ConsentCodes.from_settings(settings, sms),
+                   PatientAccounts.from_settings(settings, sms, audit=audit))
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)

@@ -10,7 +10,9 @@ Core layer (no HTTP), directly below ``identity``; docs/consent.md.  Public surf
 * :class:`ConsentCodes` — ``issue(conn_or_db, request_id, *, practitioner, encounter, phone,
   message_builder)`` and ``verify(db, request_id, code, *, practitioner, encounter)``; refusals
   are :class:`ConsentCodeError` subclasses with a ``reason``;
-* :func:`authorisation_message` — the SMS text (doctor, institution, purpose, code; zh-CN + English).
+* :func:`authorisation_message` — the SMS text (doctor, institution, purpose, code; zh-CN + English);
+* :class:`PatientAccounts` (``patients.py``) — patient portal accounts bound to a Person: sign-up,
+  login by code, the Person's verified phone, guardians (issue 5, item 2).
 """
 
 from healthlink.consent.codes import (
@@ -31,6 +33,13 @@ from healthlink.consent.codes import (
     code_key,
 )
 from healthlink.consent.messages import MessageBuilder, authorisation_message
+from healthlink.consent.patients import (
+    Guardianship,
+    PatientAccount,
+    PatientAccounts,
+    PatientIdentityRefused,
+    PatientSession,
+)
 from healthlink.consent.sms import (
     OUTBOX,
     OutboxGateway,
@@ -46,6 +55,7 @@ from healthlink.consent.sms import (
 __all__ = ["CODE_DIGITS", "OUTBOX", "RATE_WINDOW_SECONDS", "SMS_PURPOSE", "ConsentCodeError",
            "ConsentCodeExpired", "ConsentCodeLocked", "ConsentCodeMalformed", "ConsentCodeMismatch",
            "ConsentCodeUnknown", "ConsentCodeUsed", "ConsentCodeWrong", "ConsentCodes",
-           "ConsentRateLimited", "MessageBuilder", "OutboxGateway", "SmsGateway", "SmsGatewayConfigError",
+           "ConsentRateLimited", "Guardianship", "MessageBuilder", "OutboxGateway", "PatientAccount",
+           "PatientAccounts", "PatientIdentityRefused", "PatientSession", "SmsGateway", "SmsGatewayConfigError",
            "SmsMessage", "SmsNotSent", "TransactionalSmsGateway", "authorisation_message", "build_gateway", "code_key",
            "gateway_class", "list_messages"]

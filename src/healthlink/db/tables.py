@@ -346,3 +346,62 @@ consent_code_issue = Table(
 )
 Index("ix_consent_code_issue_practitioner", consent_code_issue.c.practitioner, consent_code_issue.c.created)
 Index("ix_consent_code_issue_phone", consent_code_issue.c.phone, consent_code_issue.c.created)
+
+# Patient portal accounts (healthlink.consent.patients, docs/consent.md "Patient accounts"): one per
+# Person.  The verified phone belongs to the Person (person_phone), never to an institution's
+# Patient.telecom, which the institution can edit.
+patient_account = Table(
+    "patient_account",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("person_id", String(64), nullable=False, unique=True),
+    Column("created", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("failed_logins", Integer, nullable=False, default=0),  # wrong codes in a row, all challenges
+    Column("locked_until", BigInteger),
+)
+
+person_phone = Table(
+    "person_phone",
+    metadata,
+    Column("person_id", String(64), primary_key=True),
+    Column("phone", String(32), nullable=False),
+    Column("verified_at", BigInteger, nullable=False),
+    Column("verified_by", String(160), nullable=False),  # sms | in-person:<staff username>
+)
+Index("ix_person_phone_phone", person_phone.c.phone)
+
+# A patient account that may act for another Person (a parent for a child, a carer).
+guardian = Table(
+    "guardian",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("guardian_account_id", BigInteger, nullable=False),
+    Column("person_id", String(64), nullable=False),
+    Column("relation", String(32), nullable=False),
+    Column("granted_by", String(160), nullable=False),  # in-person:<staff username> | account:<id>
+    Column("created", BigInteger, nullable=False),
+    Column("revoked", BigInteger),
+    Column("revoked_by", String(160)),
+)
+Index("ix_guardian_account", guardian.c.guardian_account_id)
+Index("ix_guardian_person", guardian.c.person_id)
+
+# Sign-up, login and phone-change codes of patient accounts: one row per challenge (each send is a
+# new challenge, so the rows are also the send log of the rate limits); only a keyed hash is kept.
+patient_code = Table(
+    "patient_code",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the challenge id (random, given to the caller)
+    Column("purpose", String(16), nullable=False),  # signup, login, phone-change
+    Column("person_id", String(64), nullable=False),
+    Column("phone", String(32), nullable=False),  # where the code went
+    Column("new_phone", String(32)),  # sign-up: the phone to verify; phone-change: the new number
+    Column("hash", String(64), nullable=False),  # hex HMAC-SHA256 over challenge id and code
+    Column("created", BigInteger, nullable=False),
+    Column("expires", BigInteger, nullable=False),
+    Column("tries", Integer, nullable=False, default=0),
+    Column("used", BigInteger),
+)
+Index("ix_patient_code_phone", patient_code.c.phone, patient_code.c.created)
+Index("ix_patient_code_person", patient_code.c.person_id, patient_code.c.created)
