@@ -214,3 +214,29 @@ def test_bulk_upload_links_its_patients_in_one_batch_when_it_ends(client, platfo
         n = conn.scalar(select(func.count()).select_from(t.audit_event).where(
             t.audit_event.c.subtype == "empi-link", t.audit_event.c.institution_id == org_b))
     assert n == 1
+
+
+def test_records_of_one_person_in_one_upload_share_a_person(platform, make_institution, tmp_path):
+    """The batch step links an upload's Patients as a set: a record joins the Person an earlier
+    record of the same upload founded, and a namesake with another ID stays apart."""
+    org = make_institution()
+    name, ident = unique_name(), rid(str(uuid.uuid4()))
+    rows = [person_patient(name, ident=ident) | {"id": "a1"},
+            person_patient(name, ident=ident, phone="13899769999") | {"id": "a2"},
+            person_patient(name, ident=rid(str(uuid.uuid4())), born="1951-02-03") | {"id": "a3"}]
+    f = tmp_path / "Patient.ndjson"
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    rep = ingest_files(platform.services, [f], institution=org)
+    assert rep.linked_empi == 3
+    with platform.db.read() as conn:
+        pl = t.person_link.c
+        got = conn.execute(select(pl.person_id, pl.method).where(pl.institution_id == org)
+                           .order_by(pl.updated, pl.patient_id)).all()
+        persons = {p for p, _ in got}
+        assert len(persons) == 2 and sorted(m for _, m in got) == ["deterministic", "new", "new"]
+        for person in persons:  # each Person resource lists exactly its Patients
+            body = json.loads(conn.execute(select(t.resource.c.content).where(
+                t.resource.c.res_type == "Person", t.resource.c.res_id == person)).scalar_one())
+            linked = {lk["target"]["reference"] for lk in body["link"]}
+            mine = {r.patient_id for r in conn.execute(select(pl.patient_id).where(pl.person_id == person))}
+            assert linked == {f"Patient/{m}" for m in mine}

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from healthlink.access import RequestContext
 from healthlink.access.context import Actor
-from healthlink.db import Database
+from healthlink.db import Database, bulk_insert
 from healthlink.db import tables as t
 from healthlink.empi import REGION, Model, Scorer, flat_record
 from healthlink.fhir import store
@@ -207,11 +207,125 @@ class Identity:
                 if not ids:
                     return done
                 current = store.read_current_many(conn, [("Patient", i) for i in ids])
-                outcomes = [self.link_in(conn, s) for s in current.values() if not s.deleted]
+                live = [s for s in current.values() if not s.deleted]
+                linked = self._linked_already(conn, [s.res_id for s in live])
+                # changed Patients one at a time; new ones (nearly all) as a set
+                outcomes = [self.link_in(conn, s) for s in live if s.res_id in linked]
+                outcomes += self._link_new(conn, [s for s in live if s.res_id not in linked])
                 conn.execute(delete(t.empi_pending).where(q.patient_id.in_(ids)))
                 if outcomes:
                     self._audit(conn, ctx, outcomes)
                 done += len(outcomes)
+
+    @staticmethod
+    def _linked_already(conn: Connection, ids: list[str]) -> set[str]:
+        c = t.person_link.c
+        return set(conn.execute(select(c.patient_id).where(c.patient_id.in_(ids))).scalars()) if ids else set()
+
+    def _link_new(self, conn: Connection, patients: list[Stored]) -> list[LinkOutcome]:
+        """:meth:`link_in` for Patients not linked yet, as a set: their blocking keys and link
+        rows are written with one statement each, the candidates of all of them are read
+        with one query per 500 keys, and the Persons they found are created together.  The
+        decisions are those of linking them one after another (a record may join a Person
+        founded by an earlier record of the same set)."""
+        if not patients:
+            return []
+        serialise(conn)
+        scorer = self.scorer(conn)
+        recs: dict[str, dict] = {}
+        bodies: dict[str, dict] = {}
+        for s in patients:
+            bodies[s.res_id] = body = s.json()
+            rec = dict(flat_record(body))
+            rec["institution"] = s.institution_id
+            recs[s.res_id] = rec
+        keys = {pid: list(dict.fromkeys(block_keys(rec))) for pid, rec in recs.items()}
+        b, l = t.person_block.c, t.person_link.c
+        stored: dict[str, dict[str, _Candidate]] = {}  # blocking key -> linked records holding it
+        seen: dict[str, _Candidate] = {}
+        wanted = sorted({k for ks in keys.values() for k in ks})
+        for i in range(0, len(wanted), 500):
+            for r in conn.execute(select(b.key, l.patient_id, l.person_id, l.record)
+                                  .join(t.person_link, l.patient_id == b.patient_id)
+                                  .where(b.key.in_(wanted[i:i + 500]))):
+                if r.patient_id not in seen:
+                    seen[r.patient_id] = _Candidate(r.patient_id, r.person_id, orjson.loads(r.record))
+                stored.setdefault(r.key, {})[r.patient_id] = seen[r.patient_id]
+        apart: dict[str, set[str]] = {}
+        d = t.empi_decision.c
+        ids = list(recs)
+        for r in conn.execute(select(d.patient_a, d.patient_b).where(
+                d.kind == "keep-apart", d.reverted.is_(None), or_(d.patient_a.in_(ids), d.patient_b.in_(ids)))):
+            apart.setdefault(r.patient_a, set()).add(r.patient_b)
+            apart.setdefault(r.patient_b, set()).add(r.patient_a)
+        kept_ids = {x for xs in apart.values() for x in xs}
+        person_before = dict(conn.execute(select(l.patient_id, l.person_id).where(
+            l.patient_id.in_(sorted(kept_ids)))).all()) if kept_ids else {}
+        local: dict[str, dict[str, _Candidate]] = {}  # this set's records, as they are linked
+        person_of: dict[str, str] = {}
+        outcomes: list[LinkOutcome] = []
+        reviews: list[tuple[str, str, float]] = []
+        founders: dict[str, str] = {}  # new Person -> its first Patient
+        for pid, rec in recs.items():
+            cands: dict[str, _Candidate] = {}
+            for k in keys[pid]:
+                cands.update(stored.get(k, {}))
+                cands.update(local.get(k, {}))
+            cands.pop(pid, None)
+            kept = apart.get(pid, set())
+            persons_apart = {person_before[x] for x in kept if x in person_before} | \
+                {person_of[x] for x in kept if x in person_of}
+            best: dict[str, tuple[float, bool]] = {}
+            review: list[tuple[str, float]] = []
+            for cand in list(cands.values())[:MAX_CANDIDATES]:
+                if cand.patient_id in kept:
+                    continue
+                sc = scorer.score(rec, cand.record)
+                p = sc.probability
+                if p >= self.auto_link and cand.person_id not in persons_apart:
+                    if cand.person_id not in best or p > best[cand.person_id][0]:
+                        best[cand.person_id] = (p, sc.deterministic)
+                elif self.review <= p < self.auto_link:
+                    review.append((cand.patient_id, p))
+            if best:
+                person, (p, det) = max(best.items(), key=lambda kv: kv[1][0])
+                outcome = LinkOutcome(pid, person, "deterministic" if det else "probabilistic", p)
+            else:
+                person = str(uuid.uuid4())
+                founders[person] = pid
+                outcome = LinkOutcome(pid, person, "new", None, review, person_created=True)
+                reviews += [(pid, c, p) for c, p in sorted(review, key=lambda x: -x[1])[:5]]
+            person_of[pid] = person
+            outcomes.append(outcome)
+            for k in keys[pid]:
+                local.setdefault(k, {})[pid] = _Candidate(pid, person, rec)
+        now = now_us()
+        bulk_insert(conn, t.person_block, ("key", "patient_id"),
+                    [(k, pid) for pid, ks in keys.items() for k in ks], ignore_conflicts=True)
+        bulk_insert(conn, t.person_link, ("patient_id", "person_id", "institution_id", "assurance", "method",
+                                          "score", "record", "updated"),
+                    [(o.patient_id, o.person_id, recs[o.patient_id]["institution"], ASSURANCE[o.method], o.method,
+                      o.score, orjson.dumps(recs[o.patient_id]).decode(), now) for o in outcomes])
+        members: dict[str, list[str]] = {}
+        method = {o.patient_id: o.method for o in outcomes}
+        for o in outcomes:
+            members.setdefault(o.person_id, []).append(o.patient_id)
+        new_persons = []
+        for person, founder in founders.items():
+            body: dict = {"resourceType": "Person"}
+            for k in ("name", "gender", "birthDate"):
+                if bodies[founder].get(k):
+                    body[k] = bodies[founder][k]
+            body["active"] = True
+            body["link"] = [{"target": {"reference": f"Patient/{m}"}, "assurance": ASSURANCE[method[m]]}
+                            for m in sorted(members[person])]
+            new_persons.append((body, person))
+        store.create_many(conn, new_persons, institution_id=None)
+        for person in sorted(set(members) - set(founders)):  # Persons that existed before
+            self._write_person(conn, person)
+        for pid, cand, p in reviews:
+            self._review_task(conn, pid, cand, p)
+        return outcomes
 
     def match(self, conn: Connection, patient: dict) -> list[tuple[str, float, str]]:
         """``Patient/$match``: stored Patients that may be the person ``patient`` describes,
