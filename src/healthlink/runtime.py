@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from healthlink.access import Actor, Repository, RequestContext, Services
 from healthlink.accounts import AccountService
 from healthlink.consent import OUTBOX, ConsentCodes, OutboxGateway, SmsGateway, build_gateway, gateway_class
+from healthlink.consent.grants import Grants, grant_key
 from healthlink.consent.patients import PatientAccounts
 from healthlink.db import Database
 from healthlink.healthcode import HealthCodes, ResolverRegistry
@@ -29,6 +30,7 @@ class Platform:
     sms: SmsGateway
     consent_codes: ConsentCodes
     patient_accounts: PatientAccounts
+    grants: Grants
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
@@ -42,14 +44,19 @@ class Platform:
         services = Services(db=db, audit=audit, base_url=settings.base_url.rstrip("/") + "/fhir",
                             default_page_size=settings.default_page_size,
                             max_page_size=settings.max_page_size,
-                            max_bundle_entries=settings.max_bundle_entries)
+                            max_bundle_entries=settings.max_bundle_entries,
+                            sensitive=frozenset(settings.sensitive_categories))
         identity = Identity(db, audit, auto_link=settings.empi_auto_link_threshold,
                             review=settings.empi_review_threshold)
         services.linker = identity
         sms: SmsGateway = OutboxGateway(db) if external is None else external
+        codes = ConsentCodes.from_settings(settings, sms)
+        patients = PatientAccounts.from_settings(settings, sms, audit=audit)
+        grants = Grants(services, codes, patients, key=grant_key(settings),
+                        grant_ttl=settings.grant_ttl_seconds, request_ttl=settings.grant_request_ttl_seconds,
+                        qr_ttl=settings.grant_qr_ttl_seconds, break_glass_ttl=settings.break_glass_ttl_seconds)
         return cls(settings, db, audit, accounts, services, identity, HealthCodes.from_settings(settings),
-                   LocalPatients(services, identity), sms, ConsentCodes.from_settings(settings, sms),
-                   PatientAccounts.from_settings(settings, sms, audit=audit))
+                   LocalPatients(services, identity), sms, codes, patients, grants)
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)

@@ -125,6 +125,30 @@ class Settings(BaseSettings):
         5, ge=1,
         description="Most authorisation codes one patient phone number may receive in any hour.",
     )
+    grant_ttl_seconds: int = Field(
+        4 * 3600, ge=60, le=7 * 24 * 3600,
+        description="How long a patient's grant to one doctor lasts at most (it ends earlier when the "
+        "encounter closes or the patient revokes it; docs/consent.md).",
+    )
+    grant_request_ttl_seconds: int = Field(
+        600, ge=60, le=3600,
+        description="How long an access request waits for the patient's approval.",
+    )
+    grant_qr_ttl_seconds: int = Field(
+        120, ge=15, le=600,
+        description="Lifetime of one consultation QR payload on the doctor's screen (the page shows a "
+        "fresh one before it expires).",
+    )
+    break_glass_ttl_seconds: int = Field(
+        3600, ge=60, le=24 * 3600,
+        description="How long a break-the-glass access lasts.",
+    )
+    sensitive_categories: list[str] = Field(
+        ["mental-health", "hiv-sti", "reproductive-health", "substance-use", "genetics"],
+        description="JSON list of the sensitive categories in force: records labelled with one of them "
+        "never produce a hint and are left out of a grant unless the patient includes the category "
+        "(docs/consent.md, healthlink.fhir.labels).",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON request log.")
     demo: bool = Field(
         False, description="Act as `healthlink serve --demo` (the README's run command): migrate, seed "
@@ -142,6 +166,16 @@ class Settings(BaseSettings):
         v = v.upper()
         if v not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("must be FULL, NORMAL or EXTRA")
+        return v
+
+    @field_validator("sensitive_categories")
+    @classmethod
+    def _sensitive(cls, v: list[str]) -> list[str]:
+        from healthlink.fhir.labels import SENSITIVE
+
+        bad = [c for c in v if c not in SENSITIVE]
+        if bad:
+            raise ValueError(f"unknown sensitive categories {bad}; known: {list(SENSITIVE)}")
         return v
 
     @field_validator("sms_gateway")

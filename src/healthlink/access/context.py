@@ -22,11 +22,20 @@ class Actor:
     scopes: tuple[Scope, ...]
     practitioner_id: str | None = None
     department_id: str | None = None
+    persons: tuple[str, ...] = ()  # a patient: the Persons the account may act for (self, wards)
+
+    @classmethod
+    def patient(cls, account_id: int, persons: tuple[str, ...], display: str | None = None) -> Actor:
+        """A patient signed in to the portal, reading their own records (and their wards')."""
+        return cls("patient", f"patient-account:{account_id}", display or f"patient account {account_id}",
+                   None, frozenset({"patient"}), parse_scopes("patient/*.rs"), persons=tuple(persons))
 
     @property
     def reference(self) -> str:
         if self.practitioner_id:
             return f"Practitioner/{self.practitioner_id}"
+        if self.kind == "patient" and self.persons:
+            return f"Person/{self.persons[0]}"
         return f"Device/{self.subject}"
 
     @classmethod

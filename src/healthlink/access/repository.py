@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, false, or_, select
 
+from healthlink.access import grants as G
 from healthlink.access import roles as R
 from healthlink.access.context import RequestContext
 from healthlink.access.scopes import scopes_allow
@@ -66,6 +67,10 @@ class Services:
     max_page_size: int = 1000
     max_bundle_entries: int = 10000
     linker: PatientLinker | None = None
+    # sensitive categories in force (healthlink.fhir.labels.SENSITIVE by default): hidden from a
+    # grant that does not name them (HEALTHLINK_SENSITIVE_CATEGORIES)
+    sensitive: frozenset[str] = frozenset({"mental-health", "hiv-sti", "reproductive-health",
+                                           "substance-use", "genetics"})
 
 
 @dataclass
@@ -81,6 +86,8 @@ class Repository:
         self.actor = ctx.actor
         self._failures: list[AuditRecord] | None = None
         self._persons: list[str] = []  # Persons linked by this unit of work, for its audit record
+        self._grants: list[G.ActiveGrant] | None = None  # the actor's grants in force (loaded once)
+        self._used: dict[str, G.ActiveGrant] = {}  # grants that opened records served, for the audit
 
     # ------------------------------------------------------------ access rules
     def _permitted(self, res_type: str, op: str) -> bool:
@@ -113,17 +120,67 @@ class Repository:
                 self._audit_failure(interaction, exc, entities=[res_type])
             raise exc
 
-    def visibility(self, res_type: str, op: str = "s"):  # noqa: ANN201
-        """SQL predicate of the rows of ``res_type`` this actor may see."""
+    def visibility(self, res_type: str, op: str = "s", *, grants: bool = True):  # noqa: ANN201
+        """SQL predicate of the rows of ``res_type`` this actor may see: own institution's, and
+        (reads, once :meth:`_load_grants` ran) other institutions' that an active grant covers;
+        a patient's: their own Persons' records, from every institution."""
         if not self._permitted(res_type, op):
             return False
         if R.data_class(res_type) == "directory":
             return True
         if R.region_wide(self.actor.roles, res_type, op):
             return True
+        if self.actor.kind == "patient":
+            return t.resource.c.patient_id.in_(
+                select(t.person_link.c.patient_id).where(t.person_link.c.person_id.in_(self.actor.persons))) \
+                if self.actor.persons else False
         if self.actor.institution_id is None:
             return False
-        return t.resource.c.institution_id == self.actor.institution_id
+        own = t.resource.c.institution_id == self.actor.institution_id
+        if grants and self._grants:
+            return or_(own, G.predicate(self._grants, self.s.sensitive))
+        return own
+
+    # ------------------------------------------------------------ grants (issue 5)
+    def _load_grants(self, conn: Connection) -> list[G.ActiveGrant]:
+        """The actor's grants in force, read once per request (a doctor, nurse or pharmacist)."""
+        if self._grants is None:
+            a = self.actor
+            self._grants = (G.active_grants(conn, a.subject, a.institution_id)
+                            if a.kind == "user" and a.roles & G.GRANT_ROLES else [])
+        return self._grants
+
+    def _served(self, conn: Connection, items: list[Stored]) -> list[Stored | None]:
+        """Each record as this actor is served it, or None where the actor may not see it: own
+        institution's as stored; another's only under a grant that covers it (then marked, and
+        the grant noted for the audit record) or, for a patient, when it is their own Person's."""
+        foreign = [s for s in items if not self._can_see(s, "r")]
+        if not foreign:
+            return list(items)
+        ok: dict[int, G.ActiveGrant | None] = {}
+        if self.actor.kind == "patient":
+            mine = set(conn.execute(select(t.person_link.c.patient_id).where(
+                t.person_link.c.person_id.in_(self.actor.persons),
+                t.person_link.c.patient_id.in_({s.patient_id for s in foreign if s.patient_id})))
+                .scalars()) if self.actor.persons else set()
+            ok = {s.rid: None for s in foreign if s.patient_id in mine}
+        else:
+            ok = dict(G.covering(conn, self._load_grants(conn), foreign, self.s.sensitive))
+        out: list[Stored | None] = []
+        for s in items:
+            if self._can_see(s, "r"):
+                out.append(s)
+            elif s.rid in ok:
+                g = ok[s.rid]
+                if g is not None:
+                    self._used[g.consent_id] = g
+                out.append(G.mark(s, g))
+            else:
+                out.append(None)
+        return out
+
+    def _serve_all(self, conn: Connection, items: list[Stored]) -> list[Stored]:
+        return [s for s in self._served(conn, items) if s is not None]
 
     def _can_see(self, s: Stored, op: str = "r") -> bool:
         if R.data_class(s.res_type) == "directory" or R.region_wide(self.actor.roles, s.res_type, op):
@@ -142,11 +199,16 @@ class Repository:
     def _record(self, subtype: str, stored: list[Stored], *, query: str | None = None,
                 outcome: str = "success", desc: str | None = None) -> AuditRecord:
         persons, self._persons = self._persons, []
+        used, self._used = self._used, {}
         entities = [f"{s.res_type}/{s.res_id}" for s in stored]
+        agent = self.ctx.agent()
+        if any(g.break_glass for g in used.values()):
+            agent = replace(agent, purpose_of_use="ETREAT")  # emergency treatment (v3 ActReason)
         return AuditRecord(
-            subtype=subtype, agent=self.ctx.agent(), outcome=outcome, outcome_desc=desc,
+            subtype=subtype, agent=agent, outcome=outcome, outcome_desc=desc,
             patients={s.patient_id for s in stored if s.patient_id},
-            entities=entities + [p for p in dict.fromkeys(persons) if p not in entities], query=query)
+            entities=entities + [p for p in dict.fromkeys(persons) if p not in entities]
+            + [f"Consent/{c}" for c in used], query=query)
 
     def _audit_read(self, subtype: str, stored: list[Stored], *, query: str | None = None,
                     force: bool = False) -> None:
@@ -205,7 +267,7 @@ class Repository:
     def _read_visible(self, res_type: str, res_id: str) -> Stored:
         self._require(res_type, "read", audit=True)
         with self.s.db.read_one() as conn:  # one primary-key lookup (a second only for a 410)
-            return self._load_visible(conn, res_type, res_id)
+            return self._load_visible(conn, res_type, res_id)  # (more only for another institution's)
 
     def _load_visible(self, conn: Connection, res_type: str, res_id: str, *,
                       interaction: str = "read") -> Stored:
@@ -219,18 +281,21 @@ class Repository:
             raise
         except HealthLinkError as exc:  # Gone
             cur = store.read_current(conn, res_type, res_id)
-            if cur is not None and not self._can_see(cur):
+            if cur is not None and not self._can_see(cur) and self._served(conn, [cur])[0] is None:
                 raise self._unknown(interaction, res_type, res_id, cur) from None
             if self._is_patient_data(res_type):
                 self._audit_failure(interaction, exc, entities=[f"{res_type}/{res_id}"],
                                     patients={cur.patient_id} if cur is not None and cur.patient_id else set())
             raise exc
-        if not self._can_see(s):
+        if self._can_see(s):
+            return s
+        served = self._served(conn, [s])[0]
+        if served is None:
             exc2 = NotFound(f"{res_type}/{res_id} is not known")
             self._audit_failure(interaction, exc2, entities=[f"{res_type}/{res_id}"],
                                 patients={s.patient_id} if s.patient_id else set())
             raise exc2
-        return s
+        return served
 
     def _unknown(self, interaction: str, res_type: str, res_id: str, cur: Stored | None) -> NotFound:
         """The 404 for an id that does not exist or that the actor may not see (the same
@@ -247,9 +312,11 @@ class Repository:
             raise NotFound(f"{res_type}/{res_id} has no version '{version_id}'")
         with self.s.db.read() as conn:
             cur = store.read_current(conn, res_type, res_id)
-            if cur is None or not self._can_see(cur):
+            if cur is None or self._served(conn, [cur])[0] is None:
                 raise self._unknown("vread", res_type, res_id, cur)
             s = store.vread(conn, res_type, res_id, int(version_id))
+            if not self._can_see(cur):
+                s = self._serve_all(conn, [replace(s, patient_id=cur.patient_id)])[0]
         self._audit_read("vread", [s])
         return s
 
@@ -258,9 +325,13 @@ class Repository:
         query = f"{res_type}?" + "&".join(f"{k}={v}" for k, v in params)
         try:
             with self.s.db.read() as conn:
+                self._load_grants(conn)
                 page = S.search(conn, res_type, params, visible=self.visibility,
                                 base_url=self.s.base_url, default_count=self.s.default_page_size,
                                 max_count=self.s.max_page_size)
+                if self._grants or self.actor.kind == "patient":
+                    page = replace(page, matches=self._serve_all(conn, page.matches),
+                                   includes=self._serve_all(conn, page.includes))
         except Invalid as exc:
             if self._is_patient_data(res_type):
                 self._audit_failure("search-type", exc, query=query)
@@ -274,9 +345,10 @@ class Repository:
         self._require(res_type, "history-instance" if res_id else "history-type", audit=True)
         n = min(count or self.s.default_page_size, self.s.max_page_size)
         with self.s.db.read() as conn:
+            self._load_grants(conn)
             if res_id:
                 cur = store.read_current(conn, res_type, res_id)
-                if cur is None or not self._can_see(cur):
+                if cur is None or self._served(conn, [cur])[0] is None:
                     raise self._unknown("history-instance", res_type, res_id, cur)
             versions, nxt = S.history(conn, res_type, res_id, visible=lambda rt: self.visibility(rt, "r"),
                                       count=n, cursor=cursor, since=since)
@@ -289,6 +361,8 @@ class Repository:
                 pids = dict(conn.execute(select(t.resource.c.rid, t.resource.c.patient_id)
                                          .where(t.resource.c.rid.in_({v.rid for v in versions}))).all())
                 versions = [replace(v, patient_id=pids.get(v.rid)) for v in versions]
+            if self._grants:
+                versions = self._serve_all(conn, versions)
         self._audit_read("history-instance" if res_id else "history-type", versions,
                          force=self._is_patient_data(res_type))
         return versions, nxt
@@ -297,13 +371,30 @@ class Repository:
         self._require("Patient", "everything", audit=True)
         n = min(count or self.s.default_page_size, self.s.max_page_size)
         with self.s.db.read() as conn:
+            self._load_grants(conn)
             self._load_visible(conn, "Patient", patient_id, interaction="everything")
-            items, nxt = S.everything(conn, patient_id, visible=lambda rt: self.visibility(rt, "r"),
+            ids = self._person_patients(conn, patient_id)
+            items, nxt = S.everything(conn, ids, visible=lambda rt: self.visibility(rt, "r"),
                                       count=n, cursor=cursor)
+            if len(ids) > 1:
+                items = self._serve_all(conn, items)
         rec = self._record("everything", items)
         rec.patients.add(patient_id)
         self.s.audit.record(rec)
         return items, nxt
+
+    def _person_patients(self, conn: Connection, patient_id: str) -> list[str]:
+        """The Patients ``$everything`` of ``patient_id`` spans: all of its Person's, for a grant
+        holder whose grant is for that Person and for a patient; otherwise the one."""
+        persons = ({g.person_id for g in self._grants or ()} if self.actor.kind != "patient"
+                   else set(self.actor.persons))
+        if not persons:
+            return [patient_id]
+        pl = t.person_link
+        person = conn.execute(select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
+        if person is None or person not in persons:
+            return [patient_id]
+        return sorted(conn.execute(select(pl.c.patient_id).where(pl.c.person_id == person)).scalars())
 
     def match(self, patient: object, *, only_certain: bool = False,
               count: int | None = None) -> list[tuple[Stored, float, str]]:
@@ -342,6 +433,12 @@ class Repository:
                 f"Patient/{stored_patient} is not a patient of your institution",
                 [Issue("business-rule", f"Patient/{stored_patient} is not a patient of your institution",
                        (f"{body['resourceType']}.subject",))])
+
+    def _closing(self, conn: Connection, s: Stored, resource: dict) -> None:
+        """An Encounter written as finished (or cancelled) closes its consultation: the grants
+        bound to it end in this transaction, so the next request already runs without them."""
+        if s.res_type == "Encounter" and resource.get("status") in G.CLOSED_ENCOUNTER:
+            G.close_encounter(conn, s.res_id, by=self.actor.subject, base_url=self.s.base_url)
 
     def _linked(self, conn: Connection, s: Stored, link: bool) -> None:
         """A Patient written here is linked to its Person in the same transaction (the
@@ -408,6 +505,7 @@ class Repository:
         s = store.update(conn, existing, resource, if_match=if_match, base_url=self.s.base_url)
         self._check_patient_ref(conn, resource, s.patient_id)
         self._linked(conn, s, link)
+        self._closing(conn, s, resource)
         return Written(s, False)
 
     def delete_in(self, conn: Connection, res_type: str, res_id: str, *, if_match: int | None) -> Stored | None:
@@ -418,6 +516,8 @@ class Repository:
         if not self._can_write(existing, "d"):
             raise Forbidden(f"{res_type}/{res_id} belongs to another institution")
         gone = store.delete_resource(conn, existing, if_match=if_match)
+        if res_type == "Encounter":
+            G.close_encounter(conn, res_id, by=self.actor.subject, base_url=self.s.base_url)
         if res_type == "Patient" and self.s.linker is not None:
             self.s.linker.patient_deleted(conn, self.ctx, gone)
         return gone
@@ -461,8 +561,8 @@ class Repository:
         params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
         if not params:
             raise Invalid("a conditional operation needs search parameters")
-        page = S.search(conn, res_type, params + [("_count", "2")], visible=self.visibility,
-                        base_url=self.s.base_url)
+        page = S.search(conn, res_type, params + [("_count", "2")],
+                        visible=lambda rt: self.visibility(rt, grants=False), base_url=self.s.base_url)
         return page.matches
 
     def update(self, res_type: str, res_id: str, resource: dict, *, if_match: int | None) -> Written:

@@ -96,12 +96,15 @@ ROLES: dict[str, Role] = {r.code: r for r in [
     Role("his_client", "Hospital information system (machine client)", "医院信息系统(机器客户端)",
          {"patient": "cruds", "directory": "cruds"},
          basis="A member institution's HIS uploading and reading its own institution's data."),
+    Role("patient", "Patient (portal)", "患者(门户)", {"patient": "rs", "directory": "rs"}, scope="person",
+         basis="Reads their own records, and those of the Persons they are guardian of, from every "
+               "institution (issue 5); writes nothing clinical."),
     Role("system", "The platform itself", "平台", {"patient": "cruds", "directory": "cruds",
                                                   "audit": "rs"}, scope="region", empi_review=True,
          basis="Jobs, migrations and demo seeding run by the platform."),
 ]}
 
-STAFF_ROLES = tuple(c for c in ROLES if c not in ("his_client", "system"))
+STAFF_ROLES = tuple(c for c in ROLES if c not in ("his_client", "system", "patient"))
 
 
 def allowed(roles: frozenset[str], res_type: str, op: str) -> bool:
@@ -205,6 +208,8 @@ def _ops_text(role: Role, cls: str) -> str:
 def _scope_text(role: Role) -> str:
     if "patient" not in role.ops:
         return "no patient data"
+    if role.scope == "person":
+        return "own Persons (every institution)"
     return "all institutions (region)" if role.scope == "region" else "own institution"
 
 
@@ -232,6 +237,11 @@ def render_markdown() -> str:
         "type answers 403. The system, security and audit administrator roles are held separately "
         "(MLPS level 3 separation of duties): a user holding one holds no other role.",
         "",
+        "A `doctor`, `nurse` or `pharmacist` also sees another institution's records of the same "
+        "Person through an active grant the patient gave (or break-the-glass), limited to the data "
+        "classes it names and never including a sensitive category the patient did not name "
+        "(docs/consent.md). The `patient` role belongs to patient-portal sessions, never to staff.",
+        "",
         "| role | title | 中文 | patient data of | patient data | directory data | audit data | basis |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -243,7 +253,8 @@ def render_markdown() -> str:
         "",
         f"Staff accounts hold the roles {', '.join(f'`{c}`' for c in STAFF_ROLES)}. "
         "`his_client` is given to hospital systems that log in with client credentials, "
-        "`system` to the platform's own jobs; neither can be given to a user.",
+        "`system` to the platform's own jobs, `patient` to patient-portal sessions; none of them "
+        "can be given to a staff user.",
         "",
         _AUDITED,
     ]

@@ -15,6 +15,7 @@ from healthlink.api.fhir_routes import router as fhir_router
 from healthlink.api.healthcode_routes import router as healthcode_router
 from healthlink.api.import_routes import router as import_router
 from healthlink.api.middleware import JsonFormatter, Metrics, RequestMiddleware
+from healthlink.api.patient_routes import router as patient_router
 from healthlink.api.platform_routes import router as platform_router
 from healthlink.runtime import Platform
 from healthlink.settings import Settings
@@ -57,6 +58,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(platform_router)
     app.include_router(empi_router)
     app.include_router(healthcode_router)
+    app.include_router(patient_router)
     app.include_router(import_router)  # before fhir_router, whose /{res_type} would take $import
     app.include_router(fhir_router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics,  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Dependencies: the platform, the authenticated request context, the repository."""
+"""Dependencies: the platform, the authenticated request context, the repository, and the
+signed-in patient (``CurrentPatient``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from healthlink.access import Repository, RequestContext
+from healthlink.consent.patients import PatientSession
 from healthlink.errors import Unauthorized
 from healthlink.runtime import Platform
 
@@ -49,3 +51,32 @@ async def get_repository(request: Request,
 CurrentPlatform = Annotated[Platform, Depends(get_platform)]
 CurrentContext = Annotated[RequestContext, Depends(get_context)]
 Repo = Annotated[Repository, Depends(get_repository)]
+
+
+# ---------------------------------------------------------------- patients (docs/consent.md)
+PATIENT_COOKIE = "hl_patient"  # the patient portal's session cookie (set by /api/patient/login/verify)
+
+
+def patient_token(request: Request) -> str | None:
+    """A patient session token: ``Authorization: Bearer <token>``, else the ``hl_patient`` cookie."""
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("use 'Authorization: Bearer <patient access token>'")
+        return value.strip()
+    return request.cookies.get(PATIENT_COOKIE)
+
+
+def get_patient_session(request: Request) -> PatientSession:
+    """The signed-in patient.  A plain ``def``: it reads the account (still active?) from the
+    database, so FastAPI runs it in the thread pool.  Staff tokens are refused here (their own
+    key and issuer), as patient tokens are refused by :func:`get_context`."""
+    token = patient_token(request)
+    if not token:
+        raise Unauthorized("patient login required: POST /api/patient/login/start, then /login/verify")
+    platform: Platform = request.app.state.platform
+    return platform.patient_accounts.session(platform.db, token)
+
+
+CurrentPatient = Annotated[PatientSession, Depends(get_patient_session)]

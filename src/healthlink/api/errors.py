@@ -28,7 +28,9 @@ _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
 
 
 def render(request: Request, status: int, message: str, issues: list[Issue],
-           headers: dict[str, str] | None = None) -> Response:
+           headers: dict[str, str] | None = None, extra: dict[str, object] | None = None) -> Response:
+    """``extra``: problem+json extension members (RFC 9457 section 3.2), such as a refused
+    code's ``reason`` and ``remaining`` tries; not used under /fhir."""
     headers = dict(headers or {})
     rid = request.scope.get("state", {}).get("request_id")
     if status == 401:
@@ -41,6 +43,7 @@ def render(request: Request, status: int, message: str, issues: list[Issue],
             "detail": message, "instance": request.url.path}
     if rid:
         body["request_id"] = rid
+    body.update(extra or {})
     errs = [{"code": i.code, "detail": i.diagnostics, "pointer": list(i.expression)} for i in issues
             if i.expression]
     if errs:
@@ -52,7 +55,9 @@ def render(request: Request, status: int, message: str, issues: list[Issue],
 def install(app: FastAPI) -> None:
     @app.exception_handler(HealthLinkError)
     async def _hl(request: Request, exc: HealthLinkError) -> Response:
-        return render(request, exc.status, exc.message, exc.issues, exc.headers)
+        # a refused code's stable reason word and the tries left (healthlink.consent.codes)
+        extra = {k: getattr(exc, k) for k in ("reason", "remaining") if getattr(exc, k, None) is not None}
+        return render(request, exc.status, exc.message, exc.issues, exc.headers, extra)
 
     @app.exception_handler(RequestValidationError)
     async def _val(request: Request, exc: RequestValidationError) -> Response:

@@ -1,4 +1,4 @@
-"""``healthlink`` command line: serve, db upgrade, user add, client add, demo."""
+"""``healthlink`` command line: serve, db upgrade, user add, client add, demo, sms outbox."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ app = typer.Typer(help="HealthLink regional health information platform.", no_ar
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 user_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 client_app = typer.Typer(help="Machine clients (hospital systems).", no_args_is_help=True)
+sms_app = typer.Typer(help="Text messages (the outbox of the default SMS gateway).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(sms_app, name="sms")
 app.add_typer(user_app, name="user")
 app.add_typer(client_app, name="client")
 console = Console()
@@ -83,6 +85,39 @@ def db_current() -> None:
     db = Database(s.database_url)
     console.print(current(db) or "empty (run `healthlink db upgrade`)")
     db.dispose()
+
+
+@sms_app.command("outbox")
+def sms_outbox(phone: str = typer.Option(..., "--phone", help="The phone number whose messages to show."),
+               limit: int = typer.Option(20, "--limit", min=1, help="Most messages to show.")) -> None:
+    """Show the outbox messages sent to a phone number, newest first (the demo's phone)."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from healthlink.consent import OUTBOX, list_messages
+    from healthlink.db import Database
+
+    s = _settings()
+    if s.sms_gateway != OUTBOX:
+        err.print(f"[red]error:[/red] the SMS gateway is {s.sms_gateway}, not the outbox: messages are "
+                  "sent, not kept here")
+        raise typer.Exit(2)
+    db = Database(s.database_url)
+    try:
+        msgs = list_messages(db, "".join(phone.split()), limit=limit)
+    finally:
+        db.dispose()
+    if not msgs:
+        console.print(f"no messages to {phone}")
+        return
+    table = Table(title=f"messages to {phone}, newest first")
+    for col in ("sent (UTC)", "purpose", "text"):
+        table.add_column(col)
+    for m in msgs:
+        when = datetime.fromtimestamp(m.created_us / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(when, m.purpose, m.text)
+    console.print(table)
 
 
 @user_app.command("add")

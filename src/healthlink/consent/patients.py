@@ -110,6 +110,28 @@ class Guardianship:
     revoked_us: int | None
 
 
+@dataclass(frozen=True)
+class ActingFor:
+    """A Person a guardian's account acts for, as the portal shows it."""
+
+    guardianship_id: int
+    person_id: str
+    name: str | None
+    relation: str
+
+
+@dataclass(frozen=True)
+class PatientProfile:
+    """What the portal shows the signed-in patient about the account (``GET /api/patient/me``)."""
+
+    account: PatientAccount
+    name: str | None
+    phone_masked: str | None  # 138****1234; the full number is never shown back
+    phone_verified_how: str | None  # "sms" or "in-person" (the clerk's username is not shown)
+    phone_verified_at_us: int | None
+    acts_for: list[ActingFor]
+
+
 def _derive(settings: Settings, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
         settings.signing_key().encode())
@@ -304,6 +326,34 @@ class PatientAccounts:
         with db.read() as conn:
             row = self._account_by_id(conn, account_id)
         return PatientAccount(row.id, row.person_id, row.active)
+
+    def profile(self, db: Database, account_id: int) -> PatientProfile:
+        """The account, its Person's name, the masked verified phone and the Persons it acts for."""
+        account = self.account(db, account_id)
+        guards = self.guardianships(db, account_id) if account.active else []
+        names = self.person_names(db, [account.person_id] + [g.person_id for g in guards])
+        phone = self.verified_phone(db, account.person_id)
+        return PatientProfile(
+            account, names[account.person_id], mask_phone(phone[0]) if phone else None,
+            (phone[2].split(":", 1)[0] if phone else None), phone[1] if phone else None,
+            [ActingFor(g.id, g.person_id, names[g.person_id], g.relation) for g in guards
+             if g.person_id != account.person_id])
+
+    def person_names(self, db: Database, person_ids: list[str]) -> dict[str, str | None]:
+        """The name to greet each Person by on the portal: the name of its most recently linked
+        record (``person_link.record``, as the master patient index keeps it), or None."""
+        pl = t.person_link
+        names: dict[str, str | None] = dict.fromkeys(person_ids)
+        if not person_ids:
+            return names
+        with db.read() as conn:
+            rows = conn.execute(select(pl.c.person_id, pl.c.record).where(pl.c.person_id.in_(person_ids))
+                                .order_by(pl.c.updated, pl.c.patient_id)).all()
+        for r in rows:  # later rows win: the most recent record's name
+            name = orjson.loads(r.record).get("name")
+            if name:
+                names[r.person_id] = name
+        return names
 
     # ------------------------------------------------------------------ guardians
     def grant_guardian(self, db: Database, person_id: str, guardian_account_id: int, *, relation: str,
@@ -561,6 +611,16 @@ _ACCOUNT_LOCKED = (f"too many wrong codes in a row: the patient account is locke
                    "minutes")
 
 
+def mask_phone(phone: str | None) -> str | None:
+    """A verified phone as a patient page or answer shows it: ``138****1234`` (the first three
+    and last four digits of a mobile number; shorter numbers keep only their last two)."""
+    if not phone:
+        return None
+    if len(phone) >= 11:
+        return f"{phone[:3]}{'*' * (len(phone) - 7)}{phone[-4:]}"
+    return f"{'*' * max(0, len(phone) - 2)}{phone[-2:]}"
+
+
 def _phone(value: str) -> str:
     phone = normalise_phone(value) if isinstance(value, str) else None
     if not phone or not _PHONE.fullmatch(phone):
@@ -587,5 +647,5 @@ def _one_person(conn: Connection, rid: str) -> str | None:
     return next(iter(persons)) if len(persons) == 1 else None
 
 
-__all__ = ["Guardianship", "PatientAccount", "PatientAccounts", "PatientIdentityRefused", "PatientSession",
-           "patient_code_message"]
+__all__ = ["ActingFor", "Guardianship", "PatientAccount", "PatientAccounts", "PatientIdentityRefused", "PatientProfile",
+           "PatientSession", "mask_phone", "patient_code_message"]

@@ -405,3 +405,40 @@ patient_code = Table(
 )
 Index("ix_patient_code_phone", patient_code.c.phone, patient_code.c.created)
 Index("ix_patient_code_person", patient_code.c.person_id, patient_code.c.created)
+
+# Access grants (issue 5; healthlink.access.grants enforces them, healthlink.consent.grants writes
+# them; docs/consent.md "Grants").  One row per authorisation request or break-the-glass; the FHIR
+# Consent resource (consent_id) is the record, this row is what the repository checks on every read.
+access_grant = Table(
+    "access_grant",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the request id (random); also in the Consent
+    Column("consent_id", String(64), nullable=False),  # Consent resource id
+    Column("kind", String(16), nullable=False),  # code | qr | in-person | break-glass
+    Column("status", String(16), nullable=False),  # pending | active | refused | revoked | closed
+    Column("holder", String(160), nullable=False),  # the staff username the grant is for
+    Column("practitioner", String(128)),  # Practitioner/<id> of the holder
+    Column("institution_id", String(64), nullable=False),  # the holder's institution
+    Column("encounter_id", String(64), nullable=False),  # Encounter at that institution
+    Column("patient_id", String(64), nullable=False),  # the local Patient there
+    Column("person_id", String(64), nullable=False),  # the Person the patient authorised for
+    Column("classes", String(255), nullable=False),  # '*' or comma-separated data classes
+    Column("sensitive", String(255), nullable=False, default=""),  # included sensitive categories
+    Column("purpose", String(255), nullable=False),
+    Column("reason", Text),  # break-the-glass: the mandatory reason
+    Column("created", BigInteger, nullable=False),  # µs since epoch
+    Column("activated", BigInteger),
+    Column("expires", BigInteger, nullable=False),  # pending: when the request lapses; active: the grant
+    Column("ended", BigInteger),
+    Column("end_reason", String(32)),  # refused | revoked | encounter-closed | consultation-closed | unmerged
+    Column("ended_by", String(160)),
+    Column("approved_by", String(160)),  # account:<id> | code | in-person:<clerk> | break-glass
+    Column("signature", Text),  # in-person consent: the captured signature (data: URL, PNG)
+    Column("reviewed", BigInteger),  # break-the-glass review by the institution's quality manager
+    Column("reviewed_by", String(160)),
+    Column("review_note", Text),
+)
+Index("ix_access_grant_holder", access_grant.c.holder, access_grant.c.status)
+Index("ix_access_grant_encounter", access_grant.c.encounter_id)
+Index("ix_access_grant_person", access_grant.c.person_id, access_grant.c.status)
+Index("ix_access_grant_review", access_grant.c.institution_id, access_grant.c.kind, access_grant.c.reviewed)

@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterator
 from functools import cache
 
+from healthlink.fhir import labels
 from healthlink.fhir.dates import MAX_US, parse_range
 from healthlink.fhir.definitions import SearchParam, choice_names, patient_compartment, search_params
 
@@ -159,7 +160,22 @@ def index_rows(resource: dict, *, base_url: str | None = None) -> dict[str, list
         rows = _rows_for(resource, sp, base_url)
         if rows:
             out.setdefault(sp.type, []).extend(rows)
+    out.setdefault("token", []).extend(label_rows(resource))
     return out
+
+
+LABEL_SYSTEM = "https://healthlink.example.org/fhir/CodeSystem/label"
+
+
+def label_rows(resource: dict) -> list[dict]:
+    """The access labels of a resource as token rows: ``_class`` (its data class, one) and
+    ``_sensitive`` (its sensitive categories, any number), from :mod:`healthlink.fhir.labels`.
+    The access layer filters on them (a grant names data classes; sensitive categories stay
+    hidden unless the patient included them).  They are not search parameters a client can use."""
+    rows = [{"param": "_class", "system": LABEL_SYSTEM, "code": labels.data_class(resource), "text": None}]
+    rows += [{"param": "_sensitive", "system": LABEL_SYSTEM, "code": c, "text": None}
+             for c in sorted(labels.sensitive_categories(resource))]
+    return rows
 
 
 @cache

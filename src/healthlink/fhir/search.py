@@ -598,9 +598,11 @@ def apply_elements(resource: dict, elements: list[str]) -> dict:
     return out
 
 
-def everything(conn: Connection, patient_id: str, *, visible: Visibility, count: int,
+def everything(conn: Connection, patient_id: str | list[str], *, visible: Visibility, count: int,
                cursor: str | None) -> tuple[list[Stored], str | None]:
-    """The Patient and every resource in its compartment, paged by rid."""
+    """The Patient and every resource in its compartment, paged by rid (several Patients: the
+    records of one Person at several institutions)."""
+    ids = [patient_id] if isinstance(patient_id, str) else list(patient_id)
     after = 0
     snap = None
     if cursor:
@@ -614,7 +616,8 @@ def everything(conn: Connection, patient_id: str, *, visible: Visibility, count:
     types = [rt for rt in sorted(resource_types()) if visible(rt) is not False]
     vis = or_(*[and_(R.c.res_type == rt, _vis(visible, rt)) for rt in types])
     rows = conn.execute(
-        select(*_COLS).where(R.c.patient_id == patient_id, R.c.deleted == false(), R.c.rid > after,
+        select(*_COLS).where(R.c.patient_id.in_(ids) if len(ids) > 1 else R.c.patient_id == ids[0],
+                             R.c.deleted == false(), R.c.rid > after,
                              R.c.rid <= snap, vis)
         .order_by(R.c.rid).limit(count + 1)).all()
     nxt = None

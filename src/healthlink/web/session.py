@@ -33,6 +33,7 @@ from healthlink.web.i18n import N_
 log = logging.getLogger("healthlink.web")
 
 TOKEN_COOKIE = "hl_token"  # the same cookie POST /api/auth/login sets
+PATIENT_COOKIE = "hl_patient"  # the patient portal's session (the same as POST /api/patient/login/verify)
 CSRF_COOKIE = "hl_csrf"
 LANG_COOKIE = "hl_lang"
 
@@ -145,15 +146,18 @@ class PageRoute(APIRoute):
         async def run(request: Request) -> Response:
             try:
                 return await handler(request)
-            except Unauthorized:
+            except Unauthorized as exc:
+                # staff pages sign in at /login; an error may name another sign-in page and the
+                # cookie to forget (the patient portal's, web/portal.py)
+                login, cookie = getattr(exc, "login_path", "/login"), getattr(exc, "cookie", TOKEN_COOKIE)
                 nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                url = f"/login?next={quote(nxt, safe='')}"
+                url = f"{login}?next={quote(nxt, safe='')}"
                 if request.headers.get("hx-request"):
                     # htmx would swap the login page into the fragment; make it navigate
                     resp: Response = Response(status_code=204, headers={"HX-Redirect": url})
                 else:
                     resp = RedirectResponse(url, status_code=303)
-                resp.delete_cookie(TOKEN_COOKIE)
+                resp.delete_cookie(cookie)
                 return resp
             except HealthLinkError as exc:
                 return error_page(request, exc.status, exc.message)
