@@ -63,3 +63,66 @@ def test_break_glass_marks_records_and_queues_for_review(platform, world, make_i
     assert [x.id for x in platform.grants.review_queue(ctx(qm))] == [g.id]
     platform.grants.review(ctx(qm), g.id, note="justified: emergency admission")
     assert platform.grants.review_queue(ctx(qm)) == []
+
+
+def test_outside_summary_says_what_exists_and_nothing_more(platform, world, client, staff):  # noqa: ANN001
+    w, doctor = world
+    hints = platform.repository(ctx(doctor)).outside_summary(w.patient_a)
+    assert {(h["class"], h["code"], h["institution"]) for h in hints} == {
+        ("laboratory", "2345-7", w.b), ("medications", "6809", w.b)}  # the depression, HIV test: no hint
+    assert all(h["date"] is None or len(h["date"]) == 10 for h in hints)
+    text = repr(hints)
+    for hidden in (w.lab_b, w.med_b, w.patient_b, "5.4", "mmol", w.depression_b, w.hiv_b, "F32"):
+        assert hidden not in text
+    # a second identical result gives no second hint (no counts)
+    from healthlink.access import RequestContext
+    from tests.grantkit import lab
+
+    other = actor("doctor", w.b)
+    platform.repository(RequestContext(actor=other)).create(lab(w.patient_b), res_type="Observation")
+    assert len(platform.repository(ctx(doctor)).outside_summary(w.patient_a)) == len(hints)
+    # the same over HTTP, and only for the actor's own patient
+    d = staff("doctor", institution=w.a)
+    r = client.get(f"/fhir/Patient/{w.patient_a}/$outside-summary", headers=d.headers)
+    assert r.status_code == 200 and len(r.json()["parameter"]) == 2
+    assert w.lab_b not in r.text
+    r = client.get(f"/fhir/Patient/{w.patient_b}/$outside-summary", headers=d.headers)
+    assert r.status_code == 404
+    clerk = staff("registration_clerk", institution=w.a)
+    assert client.get(f"/fhir/Patient/{w.patient_a}/$outside-summary", headers=clerk.headers).status_code == 403
+
+
+def test_unmerge_ends_a_grants_reach_at_once(platform, world):  # noqa: ANN001
+    from healthlink.identity.review import Review
+
+    w, doctor = world
+    g = platform.grants.request(ctx(doctor), patient_id=w.patient_a, encounter_id=w.encounter_a,
+                                purpose="follow-up", classes=["*"])
+    platform.grants.confirm_code(ctx(doctor), g.id, last_consent_code(platform, w.phone))
+    assert platform.repository(ctx(doctor)).read("Observation", w.lab_b)
+    reviewer = actor("empi_reviewer", w.a)
+    Review(platform.identity).unmerge(ctx(reviewer), w.patient_b)
+    with pytest.raises(NotFound):
+        platform.repository(ctx(doctor)).read("Observation", w.lab_b)
+    items, _ = platform.repository(ctx(doctor)).everything(w.patient_a, count=100, cursor=None)
+    assert not any(s.institution_id == w.b for s in items)
+
+
+def test_a_patient_sees_all_own_records_and_nobody_elses(platform, world, make_institution):  # noqa: ANN001
+    from healthlink.access import RequestContext
+    from healthlink.access.context import Actor
+
+    w, doctor = world
+    me = platform.repository(RequestContext(actor=Actor.patient(1, (w.person,))))
+    items, _ = me.person_records(w.person, count=1000, cursor=None)
+    got = ids(items)
+    assert {f"Observation/{w.lab_b}", f"Condition/{w.depression_b}", f"Observation/{w.hiv_b}",
+            f"Observation/{w.obs_a}", f"Patient/{w.patient_a}", f"Patient/{w.patient_b}"} <= got
+    assert me.read("Condition", w.depression_b).res_id == w.depression_b
+    other = build(platform, make_institution(), make_institution())
+    with pytest.raises(NotFound):
+        me.read("Observation", other.lab_b)
+    with pytest.raises(NotFound):
+        me.person_records(other.person, count=10, cursor=None)
+    page = me.search("Observation", [])
+    assert {s.patient_id for s in page.matches} <= {w.patient_a, w.patient_b}

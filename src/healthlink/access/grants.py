@@ -96,9 +96,12 @@ def active_grants(conn: Connection, holder: str, institution_id: str | None, *,
 
 
 def _label(param: str, codes: frozenset[str], table=R):  # noqa: ANN001, ANN202
-    return exists(select(1).select_from(TOK).where(
-        TOK.c.rid == table.c.rid, TOK.c.param == param, TOK.c.system == LABEL_SYSTEM,
-        TOK.c.code.in_(sorted(codes))))
+    """EXISTS a label row of ``param`` with one of ``codes`` for the row of ``table`` (an alias of
+    the token table, so it never correlates with a join of the outer query)."""
+    tok = TOK.alias()
+    return exists(select(1).select_from(tok).where(
+        tok.c.rid == table.c.rid, tok.c.param == param, tok.c.system == LABEL_SYSTEM,
+        tok.c.code.in_(sorted(codes))))
 
 
 def predicate(grants: list[ActiveGrant], sensitive_active: frozenset[str]):  # noqa: ANN201

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Connection, false, or_, select
+import orjson
+from sqlalchemy import Connection, and_, false, or_, select, true
 
 from healthlink.access import grants as G
 from healthlink.access import roles as R
@@ -28,6 +29,7 @@ from healthlink.errors import (
 from healthlink.fhir import search as S
 from healthlink.fhir import store
 from healthlink.fhir.definitions import resource_types
+from healthlink.fhir.indexing import LABEL_SYSTEM
 from healthlink.fhir.store import Stored
 from healthlink.fhir.validation import validate_resource
 from healthlink.ledger import AuditRecord, AuditWriter
@@ -41,6 +43,39 @@ NOT_STORED = {
 
 OPS = {"read": "r", "vread": "r", "history-instance": "r", "history-type": "s", "search-type": "s",
        "create": "c", "update": "u", "delete": "d", "everything": "r"}
+
+
+#: data classes whose records give a hint without a grant (Repository.outside_summary)
+HINT_CLASSES = ("laboratory", "imaging", "medications", "allergies", "conditions", "procedures")
+_CODE_ELEMENTS = ("code", "medicationCodeableConcept", "vaccineCode", "type")
+_DATE_ELEMENTS = ("effectiveDateTime", "effectivePeriod", "issued", "authoredOn", "recordedDate", "onsetDateTime",
+                  "started", "occurrenceDateTime", "performedDateTime", "performedPeriod", "dateAsserted",
+                  "whenHandedOver", "effectiveInstant")
+
+
+def _first_coding(body: dict) -> dict:
+    for el in _CODE_ELEMENTS:
+        v = body.get(el)
+        if isinstance(v, list):
+            v = v[0] if v else None
+        if isinstance(v, dict):
+            for c in v.get("coding") or []:
+                if isinstance(c, dict) and c.get("code"):
+                    return {k: c.get(k) for k in ("system", "code", "display")}
+    for m in body.get("modality") or []:  # ImagingStudy
+        if isinstance(m, dict) and m.get("code"):
+            return {k: m.get(k) for k in ("system", "code", "display")}
+    return {}
+
+
+def _day(body: dict) -> str | None:
+    for el in _DATE_ELEMENTS:
+        v = body.get(el)
+        if isinstance(v, dict):
+            v = v.get("start")
+        if isinstance(v, str) and len(v) >= 10:
+            return v[:10]
+    return None
 
 
 class PatientLinker(Protocol):
@@ -383,6 +418,26 @@ class Repository:
         self.s.audit.record(rec)
         return items, nxt
 
+    def person_records(self, person_id: str, *, count: int | None,
+                       cursor: str | None) -> tuple[list[Stored], str | None]:
+        """A patient's own records (or a ward's) from every institution: ``$everything`` over all
+        Patients linked to the Person, sensitive ones included.  Only for a patient actor acting
+        for that Person; audited like ``$everything``."""
+        if self.actor.kind != "patient" or person_id not in self.actor.persons:
+            raise NotFound(f"Person/{person_id} is not known")
+        n = min(count or self.s.default_page_size, self.s.max_page_size)
+        pl = t.person_link
+        with self.s.db.read() as conn:
+            ids = sorted(conn.execute(select(pl.c.patient_id).where(pl.c.person_id == person_id)).scalars())
+            if not ids:
+                return [], None
+            items, nxt = S.everything(conn, ids, visible=lambda rt: self.visibility(rt, "r"),
+                                      count=n, cursor=cursor)
+        rec = self._record("everything", items)
+        rec.patients.update(ids)
+        self.s.audit.record(rec)
+        return items, nxt
+
     def _person_patients(self, conn: Connection, patient_id: str) -> list[str]:
         """The Patients ``$everything`` of ``patient_id`` spans: all of its Person's, for a grant
         holder whose grant is for that Person and for a patient; otherwise the one."""
@@ -395,6 +450,49 @@ class Repository:
         if person is None or person not in persons:
             return [patient_id]
         return sorted(conn.execute(select(pl.c.patient_id).where(pl.c.person_id == person)).scalars())
+
+    def outside_summary(self, patient_id: str) -> list[dict]:
+        """What a doctor, nurse or pharmacist may learn, without a grant, of their patient's records
+        at other institutions: *that a record of item X dated D exists at institution I* (the
+        invitation to ask the patient; the recognition and medication checks use it too).
+
+        Each hint is ``{"class", "system", "code", "display", "date", "institution"}`` (a day, no
+        time).  Never in a hint: values, units, results, text, resource ids, versions, or how many
+        records stand behind it (identical hints are given once).  Records carrying a sensitive
+        category in force give no hint at all; nor do classes outside :data:`HINT_CLASSES`.  The
+        patient must be one of the actor's institution; the answer is audited."""
+        self._require("Patient", "read", audit=True)
+        a = self.actor
+        if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
+            raise Forbidden("only a doctor, nurse or pharmacist sees which outside records exist")
+        pl, tok = t.person_link, t.idx_token
+        with self.s.db.read() as conn:
+            p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
+            if not self._can_see(p):
+                raise self._unknown("operation", "Patient", patient_id, p)
+            person = conn.execute(select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
+            rows = [] if person is None else conn.execute(
+                select(t.resource.c.institution_id, t.resource.c.content, tok.c.code).join(
+                    tok, and_(tok.c.rid == t.resource.c.rid, tok.c.param == "_class",
+                              tok.c.system == LABEL_SYSTEM, tok.c.code.in_(HINT_CLASSES)))
+                .where(t.resource.c.patient_id.in_(select(pl.c.patient_id).where(pl.c.person_id == person)),
+                       t.resource.c.institution_id != a.institution_id, t.resource.c.deleted == false(),
+                       ~G._label("_sensitive", self.s.sensitive) if self.s.sensitive else true())
+                .limit(20000)).all()
+        hints: dict[tuple, dict] = {}
+        for inst, content, cls in rows:
+            body = orjson.loads(content)
+            coding = _first_coding(body)
+            day = _day(body)
+            key = (cls, coding.get("system"), coding.get("code"), day, inst)
+            if key not in hints:
+                hints[key] = {"class": cls, "system": coding.get("system"), "code": coding.get("code"),
+                              "display": coding.get("display"), "date": day, "institution": inst}
+        out = sorted(hints.values(), key=lambda h: (h["date"] or "", h["class"]), reverse=True)
+        self.s.audit.record(AuditRecord("operation", self.ctx.agent(), patients={patient_id},
+                                        entities=[f"Patient/{patient_id}"],
+                                        query=f"Patient/{patient_id}/$outside-summary"))
+        return out
 
     def match(self, patient: object, *, only_certain: bool = False,
               count: int | None = None) -> list[tuple[Stored, float, str]]:

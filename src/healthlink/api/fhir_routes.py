@@ -258,6 +258,25 @@ def everything(repo: Repo, res_id: str, request: Request) -> Response:
                    next_url=next_url, total=None, entries=[_entry(base, s, "match") for s in items])
 
 
+@router.get("/Patient/{res_id}/$outside-summary")
+def outside_summary(repo: Repo, res_id: str) -> Response:
+    """Which records of this patient exist at other institutions, without a grant: a Parameters
+    resource with one ``hint`` per (data class, item, day, institution) — no values, no ids, no
+    counts (docs/consent.md "What a doctor learns without a grant")."""
+    params = []
+    for h in repo.outside_summary(res_id):
+        parts = [{"name": "class", "valueCode": h["class"]},
+                 {"name": "institution", "valueReference": {"reference": f"Organization/{h['institution']}"}}]
+        if h["code"]:
+            parts.append({"name": "item", "valueCoding": {k: v for k, v in
+                                                          (("system", h["system"]), ("code", h["code"]),
+                                                           ("display", h["display"])) if v}})
+        if h["date"]:
+            parts.append({"name": "date", "valueDate": h["date"]})
+        params.append({"name": "hint", "part": parts})
+    return Response(orjson.dumps({"resourceType": "Parameters", "parameter": params}), media_type=FHIR_JSON)
+
+
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 
 

@@ -136,3 +136,31 @@ def profile_json(p: PatientProfile) -> dict:
                       "verified_at": when(p.phone_verified_at_us)} if p.phone_masked else None,
             "acts_for": [{"person_id": a.person_id, "name": a.name, "relation": a.relation,
                           "guardianship_id": a.guardianship_id} for a in p.acts_for]}
+
+
+@router.get("/records", summary="My records (or a ward's) from every institution, as a FHIR searchset Bundle")
+def my_records(patient: CurrentPatient, platform: CurrentPlatform, request: Request,
+               person: str | None = None, _count: int | None = None, _cursor: str | None = None) -> Response:
+    """``$everything`` over every Patient linked to the Person, sensitive records included: a patient
+    sees all of their own records.  ``person`` picks a ward for a guardian (default: the account's own
+    Person).  Through the repository as a patient actor, so it is audited like any read."""
+    from urllib.parse import urlencode
+
+    from healthlink.access import RequestContext
+    from healthlink.access.context import Actor
+    from healthlink.api.fhir_routes import _bundle, _entry
+
+    persons = tuple(platform.patient_accounts.acts_for(platform.db, patient.account_id))
+    client = request.client
+    ctx = RequestContext(actor=Actor.patient(patient.account_id, persons),
+                         request_id=request.scope["state"]["request_id"],
+                         address=client.host if client else None, user_agent=request.headers.get("user-agent"))
+    repo = platform.repository(ctx)
+    who = person or patient.person_id
+    items, nxt = repo.person_records(who, count=_count, cursor=_cursor)
+    base = repo.s.base_url
+    url = str(request.url.remove_query_params("_cursor"))
+    sep = "&" if "?" in url else "?"
+    return _bundle(btype="searchset", base=base, self_url=str(request.url),
+                   next_url=f"{url}{sep}{urlencode({'_cursor': nxt})}" if nxt else None, total=None,
+                   entries=[_entry(base, s, "match") for s in items])
