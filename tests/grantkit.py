@@ -37,10 +37,13 @@ def phone() -> str:
     return f"139{uuid.uuid4().int % 10**8:08d}"
 
 
-def actor(role: str, institution: str, username: str | None = None) -> Actor:
+def actor(role: str, institution: str, username: str | None = None, *,
+          practitioner_id: str | None = None) -> Actor:
+    """A staff actor; to act as a web user (grants are bound to the username and practitioner),
+    pass that user's ``username`` and ``practitioner_id``."""
     name = username or f"{role}-{uuid.uuid4().hex[:8]}"
     return Actor("user", name, name, institution, frozenset({role}), parse_scopes("user/*.cruds"),
-                 practitioner_id=f"prac-{uuid.uuid4().hex[:8]}")
+                 practitioner_id=practitioner_id or f"prac-{uuid.uuid4().hex[:8]}")
 
 
 def ctx(a: Actor) -> RequestContext:
@@ -86,23 +89,30 @@ def lab(pid: str, code: str = "2345-7", display: str = "Glucose", value: float =
                               "code": "mmol/L"}}
 
 
-def build(platform: Platform, a: str, b: str, *, doctor_a: Actor | None = None) -> World:
+def build(platform: Platform, a: str, b: str, *, doctor_a: Actor | None = None,
+          records_at_b: bool = True) -> World:
+    """The world above; ``records_at_b=False`` leaves institution B empty (no Patient, no
+    records: the B fields of the World are ""), the control of the access-matrix test."""
     ident, number = resident_id(), phone()
     da = doctor_a or actor("doctor", a)
     db_ = actor("doctor", b)
     ra, rb = platform.repository(ctx(da)), platform.repository(ctx(db_))
     pa = ra.create(patient_body(ident), res_type="Patient").stored.res_id
-    pb = rb.create(patient_body(ident), res_type="Patient").stored.res_id
+    pb = rb.create(patient_body(ident), res_type="Patient").stored.res_id if records_at_b else ""
     with platform.db.read() as conn:
         from sqlalchemy import select
 
         pl = t.person_link
         person = conn.execute(select(pl.c.person_id).where(pl.c.patient_id == pa)).scalar_one()
-        assert conn.execute(select(pl.c.person_id).where(pl.c.patient_id == pb)).scalar_one() == person
+        if records_at_b:
+            assert conn.execute(select(pl.c.person_id).where(pl.c.patient_id == pb)).scalar_one() == person
     platform.patient_accounts.verify_in_person(platform.db, actor("registration_clerk", a), person, number)
     enc = ra.create({"resourceType": "Encounter", "status": "in-progress",
                      "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
                      "subject": {"reference": f"Patient/{pa}"}}, res_type="Encounter").stored.res_id
+    if not records_at_b:
+        obs_a = ra.create(lab(pa, value=6.1), res_type="Observation").stored.res_id
+        return World(a, b, person, number, pa, "", enc, "", "", "", "", "", obs_a)
     enc_b = rb.create({"resourceType": "Encounter", "status": "finished",
                        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
                        "subject": {"reference": f"Patient/{pb}"}}, res_type="Encounter").stored.res_id

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from healthlink.errors import NotFound
-from tests.grantkit import actor, build, ctx, last_consent_code
+from grantkit import actor, build, ctx, last_consent_code
 
 
 @pytest.fixture

@@ -96,6 +96,8 @@ NAV: list[tuple[str, str, Callable[[frozenset[str]], bool]]] = [
     ("/uploads", N_("Uploads"), _can_upload),
     ("/health-code/scan", N_("Scan health code"), lambda roles: R.allowed(roles, "Patient", "c")),
     ("/review", N_("EMPI review"), R.may_review_identity),
+    ("/review/break-glass", N_("Break-the-glass review"), lambda roles: "quality_manager" in roles),
+    ("/desk/consents", N_("Consent at the desk"), lambda roles: "registration_clerk" in roles),
 ]
 
 
@@ -164,7 +166,7 @@ class PageRoute(APIRoute):
             except RequestValidationError:  # e.g. a form field of the wrong kind, ?page=x
                 return error_page(request, 400, N_("The request does not fit this page: a form field or "
                                                    "parameter is missing or malformed."))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 rid = request.scope.get("state", {}).get("request_id", "-")
                 log.exception("unhandled error on a page (request %s)", rid)
                 return error_page(request, 500, N_("Something went wrong on our side."))

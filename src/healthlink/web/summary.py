@@ -43,6 +43,14 @@ def home_cards(roles: frozenset[str]) -> list[Card]:
     if R.may_review_identity(roles):
         cards.append(Card("/review", N_("EMPI review"),
                           N_("Decide possible duplicate persons: link, keep apart, merge, unmerge, undo.")))
+    if "quality_manager" in roles:
+        cards.append(Card("/review/break-glass", N_("Break-the-glass review"),
+                          N_("Review emergency accesses to other institutions' records opened without "
+                             "the patient's authorisation.")))
+    if "registration_clerk" in roles:
+        cards.append(Card("/desk/consents", N_("Consent at the desk"),
+                          N_("Record the signed consent of a patient without a phone to a doctor's "
+                             "request for their records at other institutions.")))
     if R.allowed(roles, "AuditEvent", "s"):
         cards.append(Card(None, N_("Audit log"),
                           N_("Read who accessed which record, through the FHIR AuditEvent API.")))
@@ -197,7 +205,7 @@ def _allergy(a: dict) -> dict:
                                   for m in r.get("manifestation", []))}
 
 
-def _section(repo: Repository, res_type: str, patient_id: str, sort: str, row) -> list[dict] | None:  # noqa: ANN001
+def _section(repo: Repository, res_type: str, patient_id: str, sort: str, row) -> list[dict] | None:
     found = _recent(repo, res_type, patient_id, sort)
     return None if found is None else [row(r) for r in found]
 
