@@ -14,6 +14,8 @@ from healthlink.db import Database
 from healthlink.healthcode import HealthCodes, ResolverRegistry
 from healthlink.identity import Identity, LocalPatients
 from healthlink.ledger import AuditWriter
+from healthlink.ledger import setup as ledger_setup
+from healthlink.ledger.log import Ledger
 from healthlink.settings import Settings
 
 
@@ -31,6 +33,7 @@ class Platform:
     consent_codes: ConsentCodes
     patient_accounts: PatientAccounts
     grants: Grants
+    ledger: Ledger
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
@@ -55,8 +58,11 @@ class Platform:
         grants = Grants(services, codes, patients, key=grant_key(settings),
                         grant_ttl=settings.grant_ttl_seconds, request_ttl=settings.grant_request_ttl_seconds,
                         qr_ttl=settings.grant_qr_ttl_seconds, break_glass_ttl=settings.break_glass_ttl_seconds)
+        ledger = ledger_setup.ledger(db, settings)
+        if settings.ledger_sequencer:
+            ledger.start()
         return cls(settings, db, audit, accounts, services, identity, HealthCodes.from_settings(settings),
-                   LocalPatients(services, identity), sms, codes, patients, grants)
+                   LocalPatients(services, identity), sms, codes, patients, grants, ledger)
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)
@@ -82,5 +88,6 @@ class Platform:
             return False
 
     def close(self) -> None:
+        self.ledger.stop()
         self.audit.close()
         self.db.dispose()

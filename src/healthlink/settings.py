@@ -149,6 +149,42 @@ class Settings(BaseSettings):
         "never produce a hint and are left out of a grant unless the patient includes the category "
         "(docs/consent.md, healthlink.fhir.labels).",
     )
+    ledger_origin: str = Field(
+        "healthlink.example.org/audit-ledger",
+        description="The origin line of the audit ledger's checkpoints (C2SP tlog-checkpoint): a name "
+        "unique to this deployment, e.g. <commission domain>/audit-ledger; also the signing key's name. "
+        "Witnesses are configured with it; changing it starts a new log for them (docs/ledger.md).",
+    )
+    ledger_key_file: Path | None = Field(
+        None,
+        description="PEM file with the Ed25519 private key that signs the ledger's checkpoints. If "
+        "unset, a key is generated once and kept in <data_dir>/ledger_key.pem (mode 0600); "
+        "`healthlink ledger rotate-key` replaces it and keeps the old public key as trusted.",
+    )
+    ledger_witnesses: list[str] = Field(
+        [],
+        description="JSON list of witnesses, each \"<URL> <witness vkey>\": every new checkpoint is "
+        "pushed to each (c2sp.org/tlog-witness) and their cosignatures are stored with it.",
+    )
+    ledger_sequencer: bool = Field(
+        True, description="Run the ledger's sequencer in this process (one is enough per database; "
+        "several are safe: they take turns under a database lock).",
+    )
+    ledger_interval_seconds: float = Field(
+        1.0, gt=0, le=60,
+        description="How often the sequencer integrates new audit records and result versions into "
+        "the Merkle tree (at most 1 s is the issue's goal).",
+    )
+    ledger_checkpoint_seconds: float = Field(
+        60.0, gt=0, le=86_400,
+        description="How often a new signed checkpoint is made (when the tree grew); also on demand.",
+    )
+    audit_retention_days: int = Field(
+        2190, ge=183,
+        description="How long audit records keep their bodies (default 6 years, HIPAA practice; at "
+        "least 183 days, the Cybersecurity Law's 6 months). `healthlink ledger purge` empties older "
+        "bodies and salts; their leaf hashes stay, so the ledger still verifies.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON request log.")
     demo: bool = Field(
         False, description="Act as `healthlink serve --demo` (the README's run command): migrate, seed "

@@ -1,4 +1,4 @@
-"""``healthlink`` command line: serve, db upgrade, user add, client add, demo, sms outbox."""
+"""``healthlink`` command line: serve, db upgrade, user add, client add, demo, sms outbox, witness."""
 
 from __future__ import annotations
 
@@ -362,6 +362,190 @@ def serve(
                 ssl_keyfile=str(s.tls_keyfile) if s.tls_keyfile else None,
                 proxy_headers=True, forwarded_allow_ips=s.forwarded_allow_ips,
                 access_log=False, log_config=None)
+
+
+# -- witness: a standalone tlog-witness (docs/ledger.md, "Checkpoints and witnesses") ------------
+witness_app = typer.Typer(help="Run a transparency-log witness (c2sp.org/tlog-witness@v1.0.0).",
+                          no_args_is_help=True)
+app.add_typer(witness_app, name="witness")
+
+
+@witness_app.command("init")
+def witness_init(directory: Path = typer.Option(..., "--dir", help="The witness's own directory."),
+                 name: str = typer.Option(..., "--name", help="Key name, e.g. witness.commission.example/w1.")
+                 ) -> None:
+    """Create the witness's key (once) and print its vkey for the log operators."""
+    from healthlink.ledger.witness import init_witness
+
+    try:
+        cosigner = init_witness(directory, name)
+    except HealthLinkError as exc:
+        _fail(exc)
+    console.print(cosigner.vkey, highlight=False, soft_wrap=True)
+
+
+@witness_app.command("serve")
+def witness_serve(
+    directory: Path = typer.Option(..., "--dir", help="The directory 'witness init' created."),
+    logs: list[str] = typer.Option(..., "--log", help="'<origin> <vkey> [<vkey>...]' of a log to "
+                                   "witness; repeat for several."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8470, "--port"),
+) -> None:
+    """Serve POST /add-checkpoint and GET /checkpoint/{origin} with uvicorn."""
+    import uvicorn
+
+    from healthlink.api.witness_app import create_witness_app
+    from healthlink.ledger.witness import LogConfig, Witness
+
+    try:
+        witness = Witness.open(directory, [LogConfig.parse(spec) for spec in logs])
+    except HealthLinkError as exc:
+        _fail(exc)
+    console.print(f"witness {witness.name} at http://{host}:{port}/  vkey {witness.vkey}",
+                  highlight=False, soft_wrap=True)
+    try:
+        uvicorn.run(create_witness_app(witness), host=host, port=port, access_log=False, log_config=None)
+    finally:
+        witness.close()
+
+
+# -- ledger: the tamper-evident audit ledger (docs/ledger.md) -------------------------------------
+ledger_app = typer.Typer(help="The tamper-evident audit ledger (Merkle tree, checkpoints, witnesses).",
+                         no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+
+def _ledger_settings() -> Settings:
+    import os
+
+    os.environ.setdefault("HEALTHLINK_LEDGER_SEQUENCER", "false")  # this command drives it itself
+    return _settings()
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    witness: str | None = typer.Option(None, "--witness", help="URL of a witness: its latest cosigned "
+                                       "checkpoint of this log must be consistent with the stored tree "
+                                       "(catches a truncation that also removed the local checkpoints)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Recompute the tree from the stored records and check every checkpoint; exit 1 on any finding."""
+    import json
+
+    from healthlink.db import Database
+    from healthlink.ledger import setup as ls
+    from healthlink.ledger.verify import verify
+
+    s = _ledger_settings()
+    db = Database(s.database_url)
+    opener = ls.note_opener(s)
+    fetch = None
+    if witness:
+        from healthlink.ledger.witness_client import fetch_checkpoint
+
+        def fetch():  # noqa: ANN202
+            return opener(fetch_checkpoint(witness, s.ledger_origin))
+    try:
+        rep = verify(db, open_note=opener, witness_checkpoint=fetch)
+    finally:
+        db.dispose()
+    if as_json:
+        console.print_json(json.dumps(rep.to_json()))
+    elif rep.ok:
+        console.print(f"[green]ledger verified[/green]: {rep.size} leaves, {rep.checkpoints} checkpoints, "
+                      f"{rep.cosignatures} cosignatures" + (f", witness at size {rep.witness_size}"
+                                                             if rep.witness_size is not None else "")
+                      + f" ({rep.seconds} s)")
+    else:
+        err.print(f"[red]ledger verification FAILED[/red]: first bad leaf index {rep.first_bad}")
+        for p in rep.problems:
+            err.print(f"  - {p}", highlight=False)
+    raise typer.Exit(0 if rep.ok else 1)
+
+
+@ledger_app.command("integrate")
+def ledger_integrate(checkpoint: bool = typer.Option(True, help="Sign a checkpoint afterwards.")) -> None:
+    """Integrate every pending audit record and result version now (the server's sequencer does this
+    every second), then sign a checkpoint and push it to the witnesses."""
+    from healthlink.db import Database
+    from healthlink.ledger import setup as ls
+
+    s = _ledger_settings()
+    db = Database(s.database_url)
+    try:
+        led = ls.ledger(db, s)
+        total = 0
+        while (n := led.integrate()) > 0:
+            total += n
+        cp = led.checkpoint() if checkpoint else None
+    finally:
+        db.dispose()
+    console.print(f"{total} leaves integrated; tree size {led.head().size}"
+                  + (f"; checkpoint of size {cp[0]}" if cp else ""))
+
+
+@ledger_app.command("checkpoint")
+def ledger_checkpoint() -> None:
+    """Print the latest signed checkpoint (C2SP tlog-checkpoint note with any cosignatures)."""
+    from healthlink.db import Database
+    from healthlink.ledger import setup as ls
+
+    s = _ledger_settings()
+    db = Database(s.database_url)
+    try:
+        cps = ls.ledger(db, s).checkpoints(limit=1)
+    finally:
+        db.dispose()
+    if not cps:
+        err.print("no checkpoint yet")
+        raise typer.Exit(1)
+    console.print(cps[0]["note"] + "".join(c["line"] for c in cps[0]["cosignatures"]), end="",
+                  highlight=False, soft_wrap=True)
+
+
+@ledger_app.command("purge")
+def ledger_purge(days: int | None = typer.Option(None, "--days", help="Retention in days (default: "
+                                                 "HEALTHLINK_AUDIT_RETENTION_DAYS).")) -> None:
+    """Empty the bodies and salts of audit records older than the retention period (their leaf hashes
+    stay: the ledger still verifies)."""
+    from healthlink.db import Database
+    from healthlink.ledger import setup as ls
+
+    s = _ledger_settings()
+    keep = days if days is not None else s.audit_retention_days
+    if keep < 183:
+        err.print("[red]error:[/red] retention is at least 183 days (the Cybersecurity Law's 6 months)")
+        raise typer.Exit(2)
+    db = Database(s.database_url)
+    try:
+        total = 0
+        while (n := ls.ledger(db, s).purge(retention_days=keep)) > 0:
+            total += n
+    finally:
+        db.dispose()
+    console.print(f"{total} audit records older than {keep} days purged")
+
+
+@ledger_app.command("rotate-key")
+def ledger_rotate_key() -> None:
+    """Replace the checkpoint signing key; the old public key stays trusted for older checkpoints.
+    Give witnesses the new vkey (printed) before the next checkpoint."""
+    from healthlink.ledger import setup as ls
+    from healthlink.ledger.checkpoint import rotate_key
+
+    s = _ledger_settings()
+    ls.signer(s)  # make sure there is a key to rotate
+    new = rotate_key(ls.key_path(s), s.ledger_origin)
+    console.print(new.vkey, highlight=False, soft_wrap=True)
+
+
+@ledger_app.command("vkey")
+def ledger_vkey() -> None:
+    """Print the log's verifier key (give it to witnesses and outside verifiers)."""
+    from healthlink.ledger import setup as ls
+
+    console.print(ls.signer(_ledger_settings()).vkey, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -442,3 +443,76 @@ Index("ix_access_grant_holder", access_grant.c.holder, access_grant.c.status)
 Index("ix_access_grant_encounter", access_grant.c.encounter_id)
 Index("ix_access_grant_person", access_grant.c.person_id, access_grant.c.status)
 Index("ix_access_grant_review", access_grant.c.institution_id, access_grant.c.kind, access_grant.c.reviewed)
+
+# The tamper-evident ledger (issue 6; healthlink.ledger, docs/ledger.md, ADR 0013): an RFC 9162
+# Merkle tree whose leaves are the audit records and the versions of clinical results, in the
+# order the sequencer integrated them.  Append-only: database triggers refuse updates and deletes
+# (migration 0007), except the retention purge of an old leaf's salt.
+ledger_leaf = Table(
+    "ledger_leaf",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),  # leaf index, from 0
+    Column("kind", String(1), nullable=False),  # A = audit record, R = result version
+    Column("audit_seq", BigInteger, unique=True),  # A: audit_event.seq
+    Column("result_rid", BigInteger),  # R: resource_version.rid
+    Column("result_version", Integer),  # R: resource_version.version_id
+    Column("salt", LargeBinary),  # 16 random bytes; NULL once purged past retention
+    Column("hash", LargeBinary, nullable=False),  # RFC 9162 leaf hash (32 bytes)
+    Column("integrated", BigInteger, nullable=False),  # µs since epoch
+)
+Index("ix_ledger_leaf_result", ledger_leaf.c.result_rid, ledger_leaf.c.result_version, unique=True)
+
+# Hashes of the complete (perfect) subtrees above the leaves: level >= 1, index within the level.
+ledger_node = Table(
+    "ledger_node",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+# The sequencer's state: one row (id 1): tree size, its compact range, the high-water marks.
+ledger_state = Table(
+    "ledger_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("frontier", LargeBinary, nullable=False),
+    Column("audit_hw", BigInteger, nullable=False),  # highest audit seq integrated
+    Column("result_hw", BigInteger, nullable=False),  # latest result version time integrated (µs)
+    Column("updated", BigInteger, nullable=False),
+    Column("retention_cutoff", BigInteger, nullable=False),  # records before this may be purged (µs)
+)
+
+# Signed tree heads (C2SP tlog-checkpoint signed notes) and witnesses' cosignatures of them.
+ledger_checkpoint = Table(
+    "ledger_checkpoint",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("note", Text, nullable=False),  # the signed note as served
+    Column("created", BigInteger, nullable=False),
+)
+ledger_cosignature = Table(
+    "ledger_cosignature",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("size", BigInteger, nullable=False),
+    Column("witness", String(255), nullable=False),  # the witness's key name
+    Column("line", Text, nullable=False),  # the cosignature line of the note
+    Column("created", BigInteger, nullable=False),
+)
+Index("ix_ledger_cosignature_size", ledger_cosignature.c.size)
+
+# Runs of `healthlink ledger verify` (for the audit administrator's status page).
+ledger_verification = Table(
+    "ledger_verification",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("started", BigInteger, nullable=False),
+    Column("finished", BigInteger),
+    Column("size", BigInteger),
+    Column("ok", Boolean),
+    Column("first_bad", BigInteger),
+    Column("message", Text),
+)
