@@ -30,6 +30,7 @@ import orjson
 from sqlalchemy import Connection, and_, exists, false, or_, select, update
 
 from healthlink.db import tables as t
+from healthlink.fhir import labels as L
 from healthlink.fhir import store
 from healthlink.fhir.dates import instant
 from healthlink.fhir.indexing import LABEL_SYSTEM
@@ -120,28 +121,25 @@ def predicate(grants: list[ActiveGrant], sensitive_active: frozenset[str]):  # n
 
 def covering(conn: Connection, grants: list[ActiveGrant], items: list[Stored],
              sensitive_active: frozenset[str]) -> dict[int, ActiveGrant]:
-    """rid -> the grant that covers it, for records of other institutions; a consent grant is
-    preferred over break-the-glass when both cover a record."""
+    """id(item) -> the grant that covers it, for records (versions) of other institutions, judged
+    on that version's own content; a consent grant is preferred over break-the-glass when both
+    cover a record."""
     items = [s for s in items if s.patient_id]
     if not grants or not items:
         return {}
     persons = dict(conn.execute(select(PL.c.patient_id, PL.c.person_id)
                                 .where(PL.c.patient_id.in_({s.patient_id for s in items}))).all())
-    rids = [s.rid for s in items]
-    labels: dict[int, tuple[str | None, set[str]]] = {rid: (None, set()) for rid in rids}
-    for rid, param, code in conn.execute(
-            select(TOK.c.rid, TOK.c.param, TOK.c.code).where(
-                TOK.c.rid.in_(rids), TOK.c.param.in_(("_class", "_sensitive")),
-                TOK.c.system == LABEL_SYSTEM)):
-        cls, sens = labels[rid]
-        if param == "_class":
-            labels[rid] = (code, sens)
-        else:
-            sens.add(code)
+    # labels from each version's own content, not the index (which holds the current version's): an
+    # older version can carry a sensitive code its correction no longer has
+    labels: dict[int, tuple[str | None, frozenset[str]]] = {}
+    for s in items:
+        body = orjson.loads(s.content) if s.content else None
+        labels[id(s)] = ((L.data_class(body), L.sensitive_categories(body)) if isinstance(body, dict)
+                         else (None, frozenset()))
     out: dict[int, ActiveGrant] = {}
     ordered = sorted(grants, key=lambda g: g.break_glass)  # consent grants first
     for s in items:
-        cls, sens = labels[s.rid]
+        cls, sens = labels[id(s)]
         for g in ordered:
             if persons.get(s.patient_id) != g.person_id:
                 continue
@@ -149,7 +147,7 @@ def covering(conn: Connection, grants: list[ActiveGrant], items: list[Stored],
                 continue
             if (sens & sensitive_active) - g.sensitive:
                 continue
-            out[s.rid] = g
+            out[id(s)] = g
             break
     return out
 

@@ -123,6 +123,7 @@ class Repository:
         self._persons: list[str] = []  # Persons linked by this unit of work, for its audit record
         self._grants: list[G.ActiveGrant] | None = None  # the actor's grants in force (loaded once)
         self._used: dict[str, G.ActiveGrant] = {}  # grants that opened records served, for the audit
+        self._preds: dict[tuple, object] = {}  # visibility predicates built for this request
 
     # ------------------------------------------------------------ access rules
     def _permitted(self, res_type: str, op: str) -> bool:
@@ -165,16 +166,20 @@ class Repository:
             return True
         if R.region_wide(self.actor.roles, res_type, op):
             return True
-        if self.actor.kind == "patient":
-            return t.resource.c.patient_id.in_(
-                select(t.person_link.c.patient_id).where(t.person_link.c.person_id.in_(self.actor.persons))) \
-                if self.actor.persons else False
-        if self.actor.institution_id is None:
-            return False
-        own = t.resource.c.institution_id == self.actor.institution_id
-        if grants and self._grants:
-            return or_(own, G.predicate(self._grants, self.s.sensitive))
-        return own
+        key = (self.actor.kind, grants and bool(self._grants))
+        pred = self._preds.get(key)  # the same object for every patient-data type of a request
+        if pred is None:
+            if self.actor.kind == "patient":
+                pred = t.resource.c.patient_id.in_(
+                    select(t.person_link.c.patient_id).where(t.person_link.c.person_id.in_(self.actor.persons))) \
+                    if self.actor.persons else False
+            elif self.actor.institution_id is None:
+                pred = False
+            else:
+                own = t.resource.c.institution_id == self.actor.institution_id
+                pred = or_(own, G.predicate(self._grants, self.s.sensitive)) if key[1] else own
+            self._preds[key] = pred
+        return pred
 
     # ------------------------------------------------------------ grants (issue 5)
     def _load_grants(self, conn: Connection) -> list[G.ActiveGrant]:
@@ -198,15 +203,15 @@ class Repository:
                 t.person_link.c.person_id.in_(self.actor.persons),
                 t.person_link.c.patient_id.in_({s.patient_id for s in foreign if s.patient_id})))
                 .scalars()) if self.actor.persons else set()
-            ok = {s.rid: None for s in foreign if s.patient_id in mine}
+            ok = {id(s): None for s in foreign if s.patient_id in mine}
         else:
             ok = dict(G.covering(conn, self._load_grants(conn), foreign, self.s.sensitive))
         out: list[Stored | None] = []
         for s in items:
             if self._can_see(s, "r"):
                 out.append(s)
-            elif s.rid in ok:
-                g = ok[s.rid]
+            elif id(s) in ok:
+                g = ok[id(s)]
                 if g is not None:
                     self._used[g.consent_id] = g
                 out.append(G.mark(s, g))
@@ -214,7 +219,20 @@ class Repository:
                 out.append(None)
         return out
 
-    def _serve_all(self, conn: Connection, items: list[Stored]) -> list[Stored]:
+    def _serve_all(self, conn: Connection, items: list[Stored], *, admitted: bool = False) -> list[Stored]:
+        """:meth:`_served` without the refused.  ``admitted``: the rows come from a query under this
+        request's visibility predicate, so with a single grant in force every other institution's
+        row is that grant's (no second look at labels and links)."""
+        if admitted and self.actor.kind != "patient" and self._grants and len(self._grants) == 1:
+            g = self._grants[0]
+            out = []
+            for s in items:
+                if self._can_see(s, "r"):
+                    out.append(s)
+                else:
+                    self._used[g.consent_id] = g
+                    out.append(G.mark(s, g))
+            return out
         return [s for s in self._served(conn, items) if s is not None]
 
     def _can_see(self, s: Stored, op: str = "r") -> bool:
@@ -351,7 +369,10 @@ class Repository:
                 raise self._unknown("vread", res_type, res_id, cur)
             s = store.vread(conn, res_type, res_id, int(version_id))
             if not self._can_see(cur):
-                s = self._serve_all(conn, [replace(s, patient_id=cur.patient_id)])[0]
+                served = self._served(conn, [replace(s, patient_id=cur.patient_id)])[0]
+                if served is None:  # this version is not covered (e.g. it was sensitive then)
+                    raise self._unknown("vread", res_type, res_id, cur)
+                s = served
         self._audit_read("vread", [s])
         return s
 
@@ -365,8 +386,8 @@ class Repository:
                                 base_url=self.s.base_url, default_count=self.s.default_page_size,
                                 max_count=self.s.max_page_size)
                 if self._grants or self.actor.kind == "patient":
-                    page = replace(page, matches=self._serve_all(conn, page.matches),
-                                   includes=self._serve_all(conn, page.includes))
+                    page = replace(page, matches=self._serve_all(conn, page.matches, admitted=True),
+                                   includes=self._serve_all(conn, page.includes, admitted=True))
         except Invalid as exc:
             if self._is_patient_data(res_type):
                 self._audit_failure("search-type", exc, query=query)
@@ -397,7 +418,7 @@ class Repository:
                                          .where(t.resource.c.rid.in_({v.rid for v in versions}))).all())
                 versions = [replace(v, patient_id=pids.get(v.rid)) for v in versions]
             if self._grants:
-                versions = self._serve_all(conn, versions)
+                versions = self._serve_all(conn, versions)  # each version judged on its own content
         self._audit_read("history-instance" if res_id else "history-type", versions,
                          force=self._is_patient_data(res_type))
         return versions, nxt
@@ -412,7 +433,7 @@ class Repository:
             items, nxt = S.everything(conn, ids, visible=lambda rt: self.visibility(rt, "r"),
                                       count=n, cursor=cursor)
             if len(ids) > 1:
-                items = self._serve_all(conn, items)
+                items = self._serve_all(conn, items, admitted=True)
         rec = self._record("everything", items)
         rec.patients.add(patient_id)
         self.s.audit.record(rec)
