@@ -126,3 +126,30 @@ def test_a_patient_sees_all_own_records_and_nobody_elses(platform, world, make_i
         me.person_records(other.person, count=10, cursor=None)
     page = me.search("Observation", [])
     assert {s.patient_id for s in page.matches} <= {w.patient_a, w.patient_b}
+
+
+def test_a_patient_cannot_revoke_break_the_glass_and_a_resend_extends_the_request(platform, world):  # noqa: ANN001
+    from sqlalchemy import select, update
+
+    from healthlink.db import tables as t
+    from healthlink.errors import Conflict
+
+    w, doctor = world
+    with platform.db.read() as conn:
+        account = conn.execute(select(t.patient_account.c.id).where(
+            t.patient_account.c.person_id == w.person)).scalar_one()
+    g = platform.grants.break_glass(ctx(doctor), patient_id=w.patient_a, encounter_id=w.encounter_a,
+                                    reason="unconscious, brought in by ambulance")
+    with pytest.raises(Conflict):
+        platform.grants.revoke(account, g.id)
+    assert platform.repository(ctx(doctor)).read("Observation", w.lab_b)
+    r = platform.grants.request(ctx(doctor), patient_id=w.patient_a, encounter_id=w.encounter_a,
+                                purpose="follow-up")
+    with platform.db.write() as conn:  # eight minutes later
+        conn.execute(update(t.access_grant).where(t.access_grant.c.id == r.id)
+                     .values(expires=t.access_grant.c.expires - 480_000_000))
+    platform.grants.resend(ctx(doctor), r.id)
+    with platform.db.read() as conn:
+        expires = conn.execute(select(t.access_grant.c.expires).where(t.access_grant.c.id == r.id)).scalar_one()
+    assert expires > r.expires - 60_000_000  # about ten minutes from the resend again
+    assert platform.grants.confirm_code(ctx(doctor), r.id, last_consent_code(platform, w.phone)).status == "active"

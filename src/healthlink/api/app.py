@@ -12,6 +12,8 @@ from healthlink import __version__
 from healthlink.api import errors
 from healthlink.api.empi_routes import router as empi_router
 from healthlink.api.fhir_routes import router as fhir_router
+from healthlink.api.grant_routes import patient_router as patient_grant_router
+from healthlink.api.grant_routes import staff_router as grant_router
 from healthlink.api.healthcode_routes import router as healthcode_router
 from healthlink.api.import_routes import router as import_router
 from healthlink.api.middleware import JsonFormatter, Metrics, RequestMiddleware
@@ -39,7 +41,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     plat = platform or Platform.start(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
+    async def lifespan(app: FastAPI):
         # What exists at start (modules, FHIR definitions, the app) lives as long as the
         # process; freezing it keeps the garbage collector's full passes, which otherwise
         # walk all of it and stop every request for tens of milliseconds, to new objects.
@@ -59,6 +61,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(empi_router)
     app.include_router(healthcode_router)
     app.include_router(patient_router)
+    app.include_router(grant_router)
+    app.include_router(patient_grant_router)
     app.include_router(import_router)  # before fhir_router, whose /{res_type} would take $import
     app.include_router(fhir_router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics,  # type: ignore[arg-type]

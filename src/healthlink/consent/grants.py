@@ -168,6 +168,10 @@ class Grants:
             if g.kind != "code":
                 raise Conflict("this request is approved by QR, not by code")
             phone = self._phone(conn, g.person_id)
+            # the new code lives request_ttl from now: the request must too, or a code resent late
+            # would be refused as an expired request although the code itself is valid
+            conn.execute(update(t.access_grant).where(t.access_grant.c.id == grant_id)
+                         .values(expires=self._now() + self.request_ttl * 1_000_000))
             self.codes.issue(conn, grant_id, practitioner=a.reference, encounter=f"Encounter/{g.encounter_id}",
                              phone=phone, message_builder=authorisation_message(
                                  doctor=a.display, institution=institution_name or a.institution_id,
@@ -180,7 +184,10 @@ class Grants:
         a = self._holder(ctx)
         with self.s.db.read() as conn:
             g = conn.execute(select(t.access_grant).where(t.access_grant.c.id == grant_id)).first()
-        encounter = f"Encounter/{g.encounter_id}" if g is not None else "Encounter/unknown"
+        if g is None or g.holder != a.subject:
+            # not counted against the request: someone who learnt its id must not lock it
+            raise NotFound("no such request of yours")
+        encounter = f"Encounter/{g.encounter_id}"
 
         def activate(conn: Connection) -> GrantView:
             row = self._pending(conn, grant_id, a)
@@ -299,6 +306,10 @@ class Grants:
             row = conn.execute(select(t.access_grant).where(t.access_grant.c.id == grant_id)).first()
             if row is None or row.person_id not in persons:
                 raise NotFound("no such grant for you")
+            if row.kind == G.BREAK_GLASS:
+                raise Conflict("an emergency (break-the-glass) access is not revoked by the patient: it "
+                               "ends with the encounter or after its time, and the institution's quality "
+                               "manager reviews it")
             G.end(conn, t.access_grant.c.id == grant_id, reason="revoked", status=G.REVOKED,
                   by=f"account:{account_id}", base_url=self.s.base_url)
             agent = Agent(who=f"Person/{row.person_id}", username=f"patient-account:{account_id}",
@@ -311,8 +322,9 @@ class Grants:
     def close_consultation(self, ctx: RequestContext, encounter_id: str) -> list[str]:
         """The doctor closes the consultation window: every grant of the encounter ends now."""
         a = ctx.actor
-        if a.institution_id is None:
-            raise Forbidden("only staff of the encounter's institution close its consultation")
+        if a.institution_id is None or a.kind != "user" or not (a.roles & (G.GRANT_ROLES | {"registration_clerk"})):
+            raise Forbidden("only a doctor, nurse, pharmacist or registration clerk of the encounter's "
+                            "institution closes its consultation")
         with self.s.db.write() as conn:
             enc = store.read_current(conn, "Encounter", encounter_id)
             if enc is None or enc.deleted or enc.institution_id != a.institution_id:
