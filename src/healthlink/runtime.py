@@ -87,6 +87,18 @@ class Platform:
         except Exception:  # noqa: BLE001
             return False
 
+    def ledger_status(self) -> dict:
+        """The audit administrator's view of the ledger: size, latest checkpoints, witnesses and the
+        size each last cosigned, the last verification run, the sequencer's last error."""
+        from healthlink.ledger.status import status
+
+        return status(self.db, self.ledger, self.settings)
+
+    def audit_seq(self, event_id: str) -> int | None:
+        from healthlink.ledger.status import audit_seq
+
+        return audit_seq(self.db, event_id)
+
     def close(self) -> None:
         self.ledger.stop()
         self.audit.close()

@@ -16,6 +16,7 @@ from healthlink.api.grant_routes import patient_router as patient_grant_router
 from healthlink.api.grant_routes import staff_router as grant_router
 from healthlink.api.healthcode_routes import router as healthcode_router
 from healthlink.api.import_routes import router as import_router
+from healthlink.api.ledger_routes import router as ledger_router
 from healthlink.api.middleware import JsonFormatter, Metrics, RequestMiddleware
 from healthlink.api.patient_routes import router as patient_router
 from healthlink.api.platform_routes import router as platform_router
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(patient_router)
     app.include_router(grant_router)
     app.include_router(patient_grant_router)
+    app.include_router(ledger_router)
     app.include_router(import_router)  # before fhir_router, whose /{res_type} would take $import
     app.include_router(fhir_router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics,  # type: ignore[arg-type]

@@ -188,7 +188,37 @@ def decide(grant_id: GrantId, body: Decision, request: Request, patient: Current
     return _grant(g)
 
 
-@patient_router.get("/history", summary="Who read my records: when, where, under which grant")
+@patient_router.get("/history", summary="Who read my records: when, where, under which grant; with "
+                    "ledger inclusion proofs (proofs=true)")
 def history(patient: CurrentPatient, platform: CurrentPlatform,
-            limit: Annotated[int, Query(ge=1, le=500)] = 200) -> JSONResponse:
-    return JSONResponse({"history": platform.grants.history(patient.account_id, limit=limit)}, headers=NO_STORE)
+            limit: Annotated[int, Query(ge=1, le=500)] = 200, proofs: bool = False) -> JSONResponse:
+    """With ``proofs``: each entry already in the tamper-evident ledger carries its leaf (index, leaf
+    data, leaf hash) and an inclusion proof against one signed checkpoint (``checkpoint``, with the
+    log's ``vkey``), so the portal or any client can verify offline that the entry is in the signed
+    log (docs/ledger.md "Proofs")."""
+    items = platform.grants.history(patient.account_id, limit=limit)
+    body: dict = {"history": items}
+    if proofs and items:
+        led = platform.ledger
+        leaves = led.audit_leaves([i["seq"] for i in items])
+        if leaves:
+            try:
+                head = led.signed_head_covering(max(x["leaf_index"] for x in leaves.values()))
+            except LookupError:
+                head = None
+            if head is not None:
+                body["checkpoint"] = head[1]
+                body["tree_size"] = head[0]
+                body["vkey"] = ledger_vkey(platform)
+                for i in items:
+                    leaf = leaves.get(i["seq"])
+                    if leaf is not None and leaf["leaf_index"] < head[0]:
+                        b = led.proof_bundle(leaf["leaf_index"], head=head)
+                        i["ledger"] = {**leaf, "inclusion_proof": b["inclusion_proof"]}
+    return JSONResponse(body, headers=NO_STORE)
+
+
+def ledger_vkey(platform) -> str:  # noqa: ANN001
+    from healthlink.ledger import setup as ledger_setup
+
+    return ledger_setup.signer(platform.settings).vkey

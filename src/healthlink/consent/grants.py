@@ -461,7 +461,7 @@ class Grants:
         for r, ev, cons, what in parsed:
             purpose = ev.get("purposeOfEvent", [{}])[0].get("coding", [{}])[0].get("code")
             via = [grant_kinds[c][0] for c in cons if c in grant_kinds]
-            out.append({"when": r.recorded, "action": r.subtype, "outcome": r.outcome, "who": r.username,
+            out.append({"seq": r.seq, "event_id": ev.get("id"), "when": r.recorded, "action": r.subtype, "outcome": r.outcome, "who": r.username,
                         "practitioner": r.agent_ref, "institution_id": r.institution_id,
                         "what": what[:50], "more": max(0, len(what) - 50),
                         "grant": next((grant_kinds[c][1] for c in cons if c in grant_kinds), None),

@@ -348,6 +348,56 @@ class Ledger:
                 leaf.c.result_rid == rid, leaf.c.result_version == version)).first()
         return (row.idx, row.hash) if row else None
 
+    def audit_leaves(self, seqs: list[int]) -> dict[int, dict]:
+        """For audit records already in the tree: seq -> {leaf_index, leaf_data (hex), leaf_hash (hex)}.
+        The leaf data is tag || seq || salt || SHA-256(record): whoever holds the record checks its
+        digest against it; a purged record's leaf has no salt left (``leaf_data`` None)."""
+        if not seqs:
+            return {}
+        leaf, a = t.ledger_leaf, t.audit_event
+        with self.db.read() as conn:
+            rows = conn.execute(select(leaf.c.audit_seq, leaf.c.idx, leaf.c.salt, leaf.c.hash, a.c.content)
+                                .join(a, a.c.seq == leaf.c.audit_seq).where(leaf.c.audit_seq.in_(seqs))).all()
+        return {r.audit_seq: {"leaf_index": r.idx, "leaf_hash": bytes(r.hash).hex(),
+                              "leaf_data": audit_leaf_data(r.audit_seq, bytes(r.salt), r.content).hex()
+                              if r.salt is not None else None} for r in rows}
+
+    def result_leaf(self, rid: int, version: int) -> dict | None:
+        leaf, v = t.ledger_leaf, t.resource_version
+        with self.db.read() as conn:
+            r = conn.execute(select(leaf.c.idx, leaf.c.salt, leaf.c.hash, v.c.content)
+                             .join(v, and_(v.c.rid == leaf.c.result_rid, v.c.version_id == leaf.c.result_version))
+                             .where(leaf.c.result_rid == rid, leaf.c.result_version == version)).first()
+        if r is None:
+            return None
+        return {"leaf_index": r.idx, "leaf_hash": bytes(r.hash).hex(),
+                "leaf_data": result_leaf_data(rid, version, bytes(r.salt), r.content).hex(),
+                "content_sha256": hashlib.sha256((r.content or "").encode()).hexdigest()}
+
+    def signed_head_covering(self, index: int) -> tuple[int, str]:
+        """The latest checkpoint that includes leaf ``index``; one is signed now if none does yet.
+        LookupError when the leaf is not in the tree yet (the sequencer runs every second)."""
+        cp = t.ledger_checkpoint
+        with self.db.read() as conn:
+            last = conn.execute(select(cp.c.size, cp.c.note).order_by(cp.c.size.desc()).limit(1)).first()
+        if last is not None and last.size > index:
+            return last.size, last.note
+        if self.head().size <= index:
+            raise LookupError("not in the ledger yet; try again in a second")
+        made = self.checkpoint()
+        if made is None or made[0] <= index:
+            raise LookupError("no checkpoint covers this entry yet")
+        return made
+
+    def proof_bundle(self, index: int, *, head: tuple[int, str] | None = None) -> dict:
+        """What an outside party needs to check one leaf: the signed checkpoint and the inclusion
+        proof of the leaf in the tree of that size (base64 hashes)."""
+        import base64
+
+        size, note = head or self.signed_head_covering(index)
+        return {"leaf_index": index, "tree_size": size, "checkpoint": note,
+                "inclusion_proof": [base64.b64encode(h).decode() for h in self.inclusion_proof(index, size)]}
+
     # ------------------------------------------------------------------ retention
     def purge(self, *, retention_days: int, now: int | None = None) -> int:
         """Empty the bodies and salts of audit records older than the retention period; their
