@@ -224,6 +224,11 @@ def test_the_registration_desk_records_a_signed_consent(platform, consult, brows
     assert r.status_code == 303 and r.headers["location"] == f"/grants/{gid}/in-person"
     page = clerk.get(r.headers["location"]).text
     assert 'id="signature-pad"' in page and 'name="signature"' in page and "/static/signature.js" in page
+    # the clerk goes through the request with the patient before they sign
+    assert 'id="request-purpose">follow-up of diabetes' in page and 'id="request-status">pending' in page
+    # a clerk of another institution does not see it
+    other, _, _ = signed_in(browser(), platform, "registration_clerk", w.b)
+    assert other.get(f"/grants/{gid}/in-person").status_code == 404
     assert clerk.get("/static/signature.js").status_code == 200
     r = post(clerk, f"/grants/{gid}/in-person", f"/grants/{gid}/in-person", {"signature": ""})
     assert r.status_code == 400 and 'class="alert"' in r.text

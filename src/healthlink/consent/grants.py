@@ -274,6 +274,20 @@ class Grants:
             out = conn.execute(select(t.access_grant).where(t.access_grant.c.id == grant_id)).one()
         return _view(out, now)
 
+    def for_desk(self, ctx: RequestContext, grant_id: str) -> GrantView:
+        """A request as the registration clerk of its institution sees it before the patient signs:
+        who asks, why, what for (audited: the desk looked at a patient's request)."""
+        a = ctx.actor
+        if "registration_clerk" not in a.roles or a.institution_id is None:
+            raise Forbidden("only a registration clerk records an in-person consent")
+        with self.s.db.read() as conn:
+            row = conn.execute(select(t.access_grant).where(t.access_grant.c.id == grant_id)).first()
+        if row is None or row.institution_id != a.institution_id:
+            raise NotFound("no such request at your institution")
+        self.s.audit.record(AuditRecord("grant-desk-view", ctx.agent(), patients={row.patient_id},
+                                        entities=[f"Consent/{row.consent_id}"]))
+        return _view(row, self._now())
+
     def in_person(self, ctx: RequestContext, grant_id: str, *, signature: str) -> GrantView:
         """A patient without a phone authorises at the registration desk: the clerk of the same
         institution records the signed consent (the signature image goes into

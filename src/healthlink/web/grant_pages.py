@@ -279,8 +279,15 @@ def desk(request: Request) -> Response:
 
 def _in_person(request: Request, ctx: RequestContext, grant_id: str, *, status: int = 200,
                error: str | None = None, done=None) -> Response:
+    req = None
+    if done is None and may_record_consent(ctx.actor.roles):
+        try:  # the request's details, for the clerk to go through with the patient before signing
+            req = request.app.state.platform.grants.for_desk(ctx, grant_id)
+        except HealthLinkError as exc:
+            error = error or exc.message
+            status = status if status != 200 else exc.status
     return render(request, "grant_in_person.html", status=status, ctx=ctx, grant_id=grant_id, error=error,
-                  done=done, allowed=may_record_consent(ctx.actor.roles), class_labels=CLASS_LABELS,
+                  done=done, req=req, allowed=may_record_consent(ctx.actor.roles), class_labels=CLASS_LABELS,
                   sensitive_labels=SENSITIVE_LABELS, when=when)
 
 
