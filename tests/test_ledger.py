@@ -231,3 +231,25 @@ def test_a_bad_checkpoint_signature_is_reported(region):  # noqa: ANN001
     bad = note.replace(sig, base64.b64encode(bytes(raw)).decode())
     _tamper(plat, (f"UPDATE ledger_checkpoint SET note = :n WHERE size = {cp['size']}", {"n": bad}))
     check(plat, settings, None, "signature does not verify")
+
+
+def test_ledger_commands(region):  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from healthlink.cli.main import app
+
+    plat, settings, obs = region
+    runner = CliRunner()
+    plat.repository(RequestContext(actor=doctor("org-a"))).read("Observation", obs[1])
+    r = runner.invoke(app, ["ledger", "integrate"])
+    assert r.exit_code == 0 and "leaves integrated" in r.output, r.output
+    r = runner.invoke(app, ["ledger", "checkpoint"])
+    assert r.exit_code == 0 and r.output.startswith(settings.ledger_origin + "\n"), r.output
+    r = runner.invoke(app, ["ledger", "vkey"])
+    assert r.output.strip() == ledger_setup.signer(settings).vkey
+    r = runner.invoke(app, ["ledger", "verify", "--json"])
+    assert r.exit_code == 0 and '"ok": true' in r.output, r.output
+    r = runner.invoke(app, ["ledger", "purge", "--days", "30"])
+    assert r.exit_code == 2  # below the legal minimum
+    r = runner.invoke(app, ["ledger", "purge"])
+    assert r.exit_code == 0 and "0 audit records" in r.output  # nothing is six years old
