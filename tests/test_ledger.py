@@ -78,11 +78,29 @@ def test_every_audit_record_and_result_version_becomes_a_leaf_and_proofs_verify(
     cp = plat.ledger.checkpoints()[0]
     size, root = ledger_setup.note_opener(settings)(cp["note"])
     assert (size, root) == (head.size, head.root)
-    for i in range(size):
-        assert merkle.verify_inclusion(hashes[i], i, size, plat.ledger.inclusion_proof(i, size), root)
+    import random
+
+    rnd = random.Random(6)
+
+    def flipped(proof: list[bytes]) -> list[bytes]:
+        k = rnd.randrange(len(proof))
+        b = bytearray(proof[k])
+        b[rnd.randrange(32)] ^= 1 << rnd.randrange(8)
+        return proof[:k] + [bytes(b)] + proof[k + 1:]
+
+    for i in range(size):  # every proof the ledger gives verifies; a flipped bit or a wrong size fails
+        proof = plat.ledger.inclusion_proof(i, size)
+        assert merkle.verify_inclusion(hashes[i], i, size, proof, root)
+        if proof:
+            assert not merkle.verify_inclusion(hashes[i], i, size, flipped(proof), root)
+        assert not merkle.verify_inclusion(hashes[i], i, 2 * size + 1, proof, root)  # another path length
     for old in range(1, size):
-        assert merkle.verify_consistency(old, size, merkle.root(hashes[:old]), root,
-                                         plat.ledger.consistency_proof(old, size))
+        proof = plat.ledger.consistency_proof(old, size)
+        assert merkle.verify_consistency(old, size, merkle.root(hashes[:old]), root, proof)
+        assert plat.ledger.root_at(old) == merkle.root(hashes[:old])
+        if proof:
+            assert not merkle.verify_consistency(old, size, merkle.root(hashes[:old]), root, flipped(proof))
+        assert not merkle.verify_consistency(old, 2 * size + 1, merkle.root(hashes[:old]), root, proof)
     assert plat.ledger.integrate() == 0  # nothing pending, nothing repeated
     rep = verify(plat.db, open_note=ledger_setup.note_opener(settings))
     assert rep.ok, rep.problems

@@ -75,7 +75,7 @@ class Ledger:
 
     def __init__(self, db: Database, *, checkpointer: Callable[[int, bytes], str] | None = None,
                  witnesses: Iterable[tuple[str, Verifier]] = (), interval: float = 1.0,
-                 checkpoint_seconds: float = 60.0, batch_max: int = 50_000,
+                 checkpoint_seconds: float = 60.0, batch_max: int = 10_000,
                  gap_seconds: float = 600.0) -> None:
         self.db = db
         self.checkpointer = checkpointer  # (size, root) -> signed note
@@ -149,8 +149,9 @@ class Ledger:
             for r in got:
                 self._gaps.pop(r.seq, None)
             found = sorted([(r.seq, r.content) for r in got] + found)
+        seen = {f for f, _ in found}
         for s, since in list(self._gaps.items()):
-            if now - since > self.gap_seconds or any(s == f for f, _ in found):
+            if now - since > self.gap_seconds or s in seen:
                 self._gaps.pop(s, None)
         return found
 
