@@ -271,3 +271,17 @@ def test_ledger_commands(region):  # noqa: ANN001
     assert r.exit_code == 2  # below the legal minimum
     r = runner.invoke(app, ["ledger", "purge"])
     assert r.exit_code == 0 and "0 audit records" in r.output  # nothing is six years old
+
+
+def test_verify_in_worker_processes_finds_the_same(region, monkeypatch):  # noqa: ANN001
+    """A large log is re-derived by worker processes over index ranges: same verdict, same index."""
+    from healthlink.ledger import verify as V
+
+    plat, settings, _ = region
+    monkeypatch.setattr(V, "PARALLEL_FROM", 1)
+    rep = verify(plat.db, open_note=ledger_setup.note_opener(settings), workers=2)
+    assert rep.ok, rep.problems
+    seq = _seqs(plat)[5]
+    _tamper(plat, (f"UPDATE audit_event SET content = content || :x WHERE seq = {seq}", {"x": " "}))
+    rep = verify(plat.db, open_note=ledger_setup.note_opener(settings), workers=2)
+    assert not rep.ok and rep.first_bad == _leaf_of_seq(plat, seq), rep.problems

@@ -479,9 +479,10 @@ def ledger_integrate(checkpoint: bool = typer.Option(True, help="Sign a checkpoi
         while (n := led.integrate()) > 0:
             total += n
         cp = led.checkpoint() if checkpoint else None
+        size = led.head().size
     finally:
         db.dispose()
-    console.print(f"{total} leaves integrated; tree size {led.head().size}"
+    console.print(f"{total} leaves integrated; tree size {size}"
                   + (f"; checkpoint of size {cp[0]}" if cp else ""))
 
 

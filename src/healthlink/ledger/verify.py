@@ -21,8 +21,11 @@ It names the first bad leaf index.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, exists, false, select
@@ -60,7 +63,8 @@ class Report:
 
 def verify(db: Database, *, open_note: NoteOpener | None = None,
            witness_checkpoint: Callable[[], tuple[int, bytes] | None] | None = None,
-           gap_seconds: float = 600.0, record: bool = True, chunk: int = 5000) -> Report:
+           gap_seconds: float = 600.0, record: bool = True, chunk: int = 5000,
+           workers: int | None = None) -> Report:
     """Verify the whole ledger; ``open_note`` checks checkpoint signatures, ``witness_checkpoint``
     fetches the (size, root) a witness cosigned for this log."""
     started = time.monotonic()
@@ -94,50 +98,46 @@ def verify(db: Database, *, open_note: NoteOpener | None = None,
     expect = 0
     good_until = 0  # largest checkpoint size whose root matched
     mismatch: tuple[int, int] | None = None  # (from good size, to bad size)
-    leaf, a, v = t.ledger_leaf, t.audit_event, t.resource_version
-    q = (select(leaf.c.idx, leaf.c.kind, leaf.c.audit_seq, leaf.c.result_rid, leaf.c.result_version, leaf.c.salt,
-                leaf.c.hash, a.c.seq, a.c.content.label("a_content"), a.c.recorded, v.c.rid,
-                v.c.content.label("v_content"))
-         .select_from(leaf.outerjoin(a, a.c.seq == leaf.c.audit_seq)
-                      .outerjoin(v, and_(v.c.rid == leaf.c.result_rid, v.c.version_id == leaf.c.result_version)))
-         .order_by(leaf.c.idx))
-    with db.read() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=chunk).execute(q)
-        for r in result:
-            if r.idx != expect:
-                rep.bad(expect, f"leaf {expect} is missing (leaves jump from {expect - 1} to {r.idx})")
-                # carry on from here so the rest is still checked
-                expect = r.idx
-            derived = None
-            if r.kind == "A":
-                if r.seq is None:
-                    rep.bad(r.idx, f"leaf {r.idx}: audit record {r.audit_seq} was deleted")
-                elif r.salt is None:
-                    if r.a_content != "" or r.recorded >= state.retention_cutoff:
-                        rep.bad(r.idx, f"leaf {r.idx}: audit record {r.audit_seq} lost its salt but is not "
-                                       "purged past retention")
-                else:
-                    derived = merkle.leaf_hash(audit_leaf_data(r.audit_seq, r.salt, r.a_content))
-            elif r.kind == "R":
-                if r.rid is None:
-                    rep.bad(r.idx, f"leaf {r.idx}: result version {r.result_rid}/{r.result_version} was deleted")
-                elif r.salt is not None:
-                    derived = merkle.leaf_hash(result_leaf_data(r.result_rid, r.result_version, r.salt,
-                                                                r.v_content))
-            else:
-                rep.bad(r.idx, f"leaf {r.idx}: unknown kind {r.kind!r}")
-            if derived is not None and derived != bytes(r.hash):
-                what = f"audit record {r.audit_seq}" if r.kind == "A" else \
-                    f"result version {r.result_rid}/{r.result_version}"
-                rep.bad(r.idx, f"leaf {r.idx}: {what} was altered (its leaf no longer re-derives)")
-            frontier.append(bytes(r.hash))
-            expect = r.idx + 1
-            if expect in checkpoints:
-                if frontier.root() == checkpoints[expect]:
-                    if mismatch is None:
-                        good_until = expect
-                elif mismatch is None:
-                    mismatch = (good_until, expect)
+    size = state.size
+    # Re-deriving each leaf from its record is the costly part and independent per leaf: it runs in
+    # worker processes over ranges of leaf indices when the log is large; the tree itself is rebuilt
+    # here from the stored leaf hashes, in order.
+    n_workers = max(1, min(workers or os.cpu_count() or 1, 8)) if size >= PARALLEL_FROM else 1
+    ranges = _ranges(size, n_workers * 4) if n_workers > 1 else []
+    pool = None
+    futures = []
+    if ranges:
+        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"))
+        futures = [pool.submit(_rederive_url, db.url, lo, hi, state.retention_cutoff, chunk) for lo, hi in ranges]
+    leaf = t.ledger_leaf
+    try:
+        with db.read() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=chunk * 4).execute(
+                select(leaf.c.idx, leaf.c.hash).order_by(leaf.c.idx))
+            for idx, h in result:
+                if idx != expect:
+                    rep.bad(expect, f"leaf {expect} is missing (leaves jump from {expect - 1} to {idx})")
+                    expect = idx  # carry on from here so the rest is still checked
+                frontier.append(bytes(h))
+                expect = idx + 1
+                if expect in checkpoints:
+                    if frontier.root() == checkpoints[expect]:
+                        if mismatch is None:
+                            good_until = expect
+                    elif mismatch is None:
+                        mismatch = (good_until, expect)
+        if pool is None:
+            problems = _rederive(db, 0, max(expect, size), state.retention_cutoff, chunk)
+        else:
+            problems = [p for f in futures for p in f.result()]
+            tail = max(expect, size)
+            if ranges[-1][1] < tail:  # leaves appended after the ranges were cut
+                problems += _rederive(db, ranges[-1][1], tail, state.retention_cutoff, chunk)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    for idx, message in sorted(problems):
+        rep.bad(idx, message)
     rep.size = expect
     if mismatch is not None:
         lo, hi = mismatch
@@ -177,6 +177,68 @@ def verify(db: Database, *, open_note: NoteOpener | None = None,
                 finished=now_us(), size=rep.size, ok=rep.ok, first_bad=rep.first_bad,
                 message="; ".join(rep.problems[:5])[:4000] or "ok"))
     return rep
+
+
+PARALLEL_FROM = 200_000  # leaves: below this, one process re-derives them all
+
+
+def _ranges(size: int, n: int) -> list[tuple[int, int]]:
+    step = max(1, -(-size // n))
+    return [(lo, min(size, lo + step)) for lo in range(0, size, step)]
+
+
+def _rederive_url(url: str, lo: int, hi: int, cutoff: int, chunk: int) -> list[tuple[int, str]]:
+    """:func:`_rederive` in a worker process, with a database connection of its own."""
+    db = Database(url)
+    try:
+        return _rederive(db, lo, hi, cutoff, chunk)
+    finally:
+        db.dispose()
+
+
+def _rederive(db: Database, lo: int, hi: int, cutoff: int, chunk: int = 5000) -> list[tuple[int, str]]:
+    """Re-derive leaves [lo, hi) from their records and salts; the problems found, by leaf index."""
+    leaf, a, v = t.ledger_leaf, t.audit_event, t.resource_version
+    q = (select(leaf.c.idx, leaf.c.kind, leaf.c.audit_seq, leaf.c.result_rid, leaf.c.result_version, leaf.c.salt,
+                leaf.c.hash, a.c.seq, a.c.content.label("a_content"), a.c.recorded, v.c.rid,
+                v.c.content.label("v_content"))
+         .select_from(leaf.outerjoin(a, a.c.seq == leaf.c.audit_seq)
+                      .outerjoin(v, and_(v.c.rid == leaf.c.result_rid, v.c.version_id == leaf.c.result_version)))
+         .where(leaf.c.idx >= lo, leaf.c.idx < hi)
+         .order_by(leaf.c.idx))
+    out: list[tuple[int, str]] = []
+    with db.read() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=chunk).execute(q)
+        try:
+            for r in result:
+                derived = None
+                if r.kind == "A":
+                    if r.seq is None:
+                        out.append((r.idx, f"leaf {r.idx}: audit record {r.audit_seq} was deleted"))
+                    elif r.salt is None:
+                        if r.a_content != "" or r.recorded >= cutoff:
+                            out.append((r.idx, f"leaf {r.idx}: audit record {r.audit_seq} lost its salt but is "
+                                               "not purged past retention"))
+                    else:
+                        derived = merkle.leaf_hash(audit_leaf_data(r.audit_seq, bytes(r.salt), r.a_content))
+                elif r.kind == "R":
+                    if r.rid is None:
+                        out.append((r.idx, f"leaf {r.idx}: result version {r.result_rid}/{r.result_version} "
+                                           "was deleted"))
+                    elif r.salt is not None:
+                        derived = merkle.leaf_hash(result_leaf_data(r.result_rid, r.result_version, bytes(r.salt),
+                                                                    r.v_content))
+                else:
+                    out.append((r.idx, f"leaf {r.idx}: unknown kind {r.kind!r}"))
+                if derived is not None and derived != bytes(r.hash):
+                    what = f"audit record {r.audit_seq}" if r.kind == "A" else \
+                        f"result version {r.result_rid}/{r.result_version}"
+                    out.append((r.idx, f"leaf {r.idx}: {what} was altered (its leaf no longer re-derives)"))
+                if len(out) > 1000:
+                    break
+        finally:
+            result.close()
+    return out
 
 
 def _localise(db: Database, lo: int, hi: int) -> int:
