@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from servers import BIN, free_port, stop, wait_until_up
 from typer.testing import CliRunner
 
 from healthlink.cli.main import app as cli
 
-BIN = Path(sys.executable).parent / "healthlink"
 DEMO_PATIENTS = 50  # a small generated region (HEALTHLINK_DEMO_PATIENTS) keeps `serve --demo` quick
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _serve(tmp_path: Path, extra_env: dict[str, str], scheme: str = "http"):  # noqa: ANN202
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHLINK_")}
     env.update({"HEALTHLINK_PORT": str(port), "HEALTHLINK_DATA_DIR": str(tmp_path / "var"),
                 "HEALTHLINK_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'healthlink.db'}",
@@ -38,28 +26,11 @@ def _serve(tmp_path: Path, extra_env: dict[str, str], scheme: str = "http"):  # 
     proc = subprocess.Popen([str(BIN), "serve", "--demo"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"{scheme}://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1, verify=False).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    proc.kill()
-    pytest.fail(f"server did not come up: {proc.stdout.read() if proc.stdout else ''}")
+    wait_until_up(proc, base)
+    return proc, base
 
 
-def _stop(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGINT)
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
+_stop = stop
 
 
 def test_serve_demo_prints_url_and_a_login_that_works(tmp_path):

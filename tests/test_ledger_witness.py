@@ -7,15 +7,10 @@ which the local data alone no longer reveals — is caught by `healthlink ledger
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
+from servers import BIN, free_port, stop, wait_until_up
 from sqlalchemy import select, text, update
 
 from healthlink.access import RequestContext
@@ -29,16 +24,6 @@ from healthlink.ledger.checkpoint import Verifier, open_note
 from healthlink.runtime import Platform
 from healthlink.settings import Settings
 
-BIN = Path(sys.executable).parent / "healthlink"
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 @pytest.fixture
 def witness(tmp_path, fresh_db, monkeypatch):  # noqa: ANN001, ANN201
@@ -48,28 +33,15 @@ def witness(tmp_path, fresh_db, monkeypatch):  # noqa: ANN001, ANN201
     init = subprocess.run([str(BIN), "witness", "init", "--dir", str(tmp_path / "w"), "--name",
                            "witness.commission.example/w1"], env=env, capture_output=True, text=True, check=True)
     vkey = init.stdout.strip()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(BIN), "witness", "serve", "--dir", str(tmp_path / "w"), "--log",
                              f"{Settings().ledger_origin} {log_vkey}", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        pytest.fail(f"witness did not come up: {proc.stdout.read() if proc.stdout else ''}")
+    wait_until_up(proc, url, timeout=30)
     monkeypatch.setenv("HEALTHLINK_LEDGER_WITNESSES", f'["{url} {vkey}"]')
     yield url, Verifier.from_vkey(vkey)
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+    stop(proc)
 
 
 def _activity(plat: Platform, n: int) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date, timedelta
 
 import pytest
+from grantkit import phone
+from grantkit import resident_id as rid
 from sqlalchemy import func, select
 
 from healthlink.access import RequestContext
@@ -25,9 +26,12 @@ from healthlink.consent import (
     ConsentRateLimited,
     list_messages,
 )
-from healthlink.consent.patients import SMS_PURPOSE, PatientAccounts, PatientIdentityRefused
+from healthlink.consent.patients import (
+    SMS_PURPOSE,
+    PatientAccounts,
+    PatientIdentityRefused,
+)
 from healthlink.db import tables as t
-from healthlink.demogen.ids import check_char
 from healthlink.errors import Forbidden, Unauthorized
 from healthlink.fhir.identifiers import RESIDENT_ID_SYSTEM
 from healthlink.runtime import Platform
@@ -41,18 +45,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def rid() -> str:
-    """A valid resident ID no other test uses."""
-    n = uuid.uuid4().int
-    born = date(1950, 1, 1) + timedelta(days=n % 20000)
-    body = f"632701{born:%Y%m%d}{(n >> 20) % 1000:03d}"
-    return body + check_char(body)
-
-
-def phone() -> str:
-    return f"139{uuid.uuid4().int % 10**8:08d}"
 
 
 def actor(role: str, institution: str) -> Actor:

@@ -6,17 +6,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import signal
-import socket
 import stat
 import subprocess
-import sys
-import time
 import types
-from pathlib import Path
 
 import httpx
 import pytest
+from servers import BIN, free_port, stop, wait_until_up
 
 from healthlink.errors import Invalid, NotFound, Unprocessable
 from healthlink.ledger import merkle
@@ -49,7 +45,6 @@ from healthlink.ledger.witness import (
 )
 
 ORIGIN = "audit.healthlink.example/log2026"
-BIN = Path(sys.executable).parent / "healthlink"
 
 
 # -- a small RFC 9162 tree to make real roots and consistency proofs -----------------------------
@@ -314,14 +309,6 @@ def test_add_checkpoint_body_round_trips_and_refuses_bad_bodies():
 
 # -- end to end: healthlink witness serve --------------------------------------------------------
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_witness_serve_cosigns_two_checkpoints_and_refuses_a_fork_and_a_rollback(tmp_path):
     from healthlink.ledger.witness_client import fetch_checkpoint, push
 
@@ -331,22 +318,13 @@ def test_witness_serve_cosigns_two_checkpoints_and_refuses_a_fork_and_a_rollback
                           env=env, capture_output=True, text=True, check=True)
     witness = Verifier.from_vkey(init.stdout.strip())
     assert witness.alg == COSIGNATURE_V1
-    log_key, tree, port = _log_signer(), Tree(), _free_port()
+    log_key, tree, port = _log_signer(), Tree(), free_port()
     proc = subprocess.Popen([str(BIN), "witness", "serve", "--dir", str(tmp_path / "w"),
                              "--log", f"{ORIGIN} {log_key.vkey}", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
+    wait_until_up(proc, base, timeout=30)
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"witness did not come up: {proc.stdout.read() if proc.stdout else ''}")
-
         tree.grow(3)
         first = _signed(tree, log_key)
         cosigs = push(base, 0, [], first, timeout=5, witness=witness)
@@ -373,9 +351,4 @@ def test_witness_serve_cosigns_two_checkpoints_and_refuses_a_fork_and_a_rollback
         r = httpx.post(f"{base}/add-checkpoint", content=format_add_checkpoint(0, [], _signed(tree, _log_signer())))
         assert r.status_code == 403
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop(proc)

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
+from healthlink.keyfiles import generated_ed25519
 from healthlink.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,34 +113,9 @@ def public_pem(key: Ed25519PublicKey) -> str:
 
 
 def generated_key(path: Path) -> Ed25519PrivateKey:
-    """The key at ``path``, generating it first (mode 0600) if the file does not exist.
-
-    The new key is written to a private temporary file and hard-linked into place, so two
-    processes starting at once end up with the same complete key, never a half-written one.
-    """
-    if path.exists():
-        if path.stat().st_mode & 0o077:
-            log.warning("health-code key file %s is readable by other users; chmod 600 it", path)
-        return load_private_key(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:  # another process won the race: use its key
-        return load_private_key(path)
-    finally:
-        tmp.unlink()
-    return key
+    """The key at ``path``, generating it first (mode 0600) if the file does not exist
+    (:func:`healthlink.keyfiles.generated_ed25519`)."""
+    return generated_ed25519(path, load_private_key, what="health-code key")
 
 
 def load_keyring(settings: Settings) -> KeyRing:

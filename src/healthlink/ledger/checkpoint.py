@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import re
-import secrets
 import struct
 import time
 from collections.abc import Iterable, Sequence
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from healthlink.errors import Forbidden, Invalid
+from healthlink.keyfiles import generated_ed25519, write_private_key
 
 log = logging.getLogger(__name__)
 
@@ -331,39 +331,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _write_private(path: Path, key: Ed25519PrivateKey, *, replace: bool) -> bool:
-    """Write ``key`` (mode 0600, fsynced); False when not replacing and the file appeared first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    except FileExistsError:  # another process won the race: use its key
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
-
-
 def generated_key(path: Path) -> Ed25519PrivateKey:
     """The key at ``path``, generating it first (mode 0600) if the file does not exist."""
-    if path.exists():
-        if path.stat().st_mode & 0o077:
-            log.warning("key file %s is readable by other users; chmod 600 it", path)
-        return load_private_key(path)
-    key = Ed25519PrivateKey.generate()
-    return key if _write_private(path, key, replace=False) else load_private_key(path)
+    return generated_ed25519(path, load_private_key, what="key")
 
 
 def previous_verifiers(path: Path) -> list[Verifier]:
@@ -384,7 +354,7 @@ def rotate_key(path: Path, name: str, *, alg: int = ED25519) -> Signer:
         fh.flush()
         os.fsync(fh.fileno())
     new = Ed25519PrivateKey.generate()
-    _write_private(path, new, replace=True)
+    write_private_key(path, new, replace=True)
     return Signer(name, new, alg)
 
 
