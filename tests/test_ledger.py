@@ -285,3 +285,20 @@ def test_verify_in_worker_processes_finds_the_same(region, monkeypatch):  # noqa
     _tamper(plat, (f"UPDATE audit_event SET content = content || :x WHERE seq = {seq}", {"x": " "}))
     rep = verify(plat.db, open_note=ledger_setup.note_opener(settings), workers=2)
     assert not rep.ok and rep.first_bad == _leaf_of_seq(plat, seq), rep.problems
+
+
+def test_a_process_with_another_key_does_not_sign_the_log(region, tmp_path, monkeypatch):  # noqa: ANN001
+    """A command run with another data directory would generate a key of its own: it must not add a
+    checkpoint the log's verifiers reject."""
+    from healthlink.ledger.log import Ledger
+
+    plat, settings, obs = region
+    other = settings.model_copy(update={"data_dir": tmp_path / "elsewhere"})
+    stranger = ledger_setup.ledger(plat.db, other)
+    plat.repository(RequestContext(actor=doctor("org-a"))).read("Observation", obs[0])
+    stranger.integrate()
+    with pytest.raises(LookupError, match="does not verify with this process's ledger key"):
+        stranger.checkpoint()
+    assert isinstance(stranger, Ledger)
+    assert plat.ledger.checkpoint()[0] == plat.ledger.head().size  # the log's own key still signs
+    assert verify(plat.db, open_note=ledger_setup.note_opener(settings)).ok

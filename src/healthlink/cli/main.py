@@ -38,7 +38,9 @@ def _platform(settings: Settings):  # noqa: ANN202
     from healthlink.runtime import Platform
 
     _check_sms_gateway(settings)
-    return Platform.start(settings)
+    # a one-shot command leaves the ledger's sequencer to the server (`healthlink ledger integrate`
+    # runs it on demand)
+    return Platform.start(settings.model_copy(update={"ledger_sequencer": False}))
 
 
 def _check_sms_gateway(settings: Settings) -> None:
@@ -478,7 +480,11 @@ def ledger_integrate(checkpoint: bool = typer.Option(True, help="Sign a checkpoi
         total = 0
         while (n := led.integrate()) > 0:
             total += n
-        cp = led.checkpoint() if checkpoint else None
+        try:
+            cp = led.checkpoint() if checkpoint else None
+        except LookupError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
         size = led.head().size
     finally:
         db.dispose()

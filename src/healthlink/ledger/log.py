@@ -74,11 +74,13 @@ class Ledger:
     """The platform's log (one per platform: ``Platform.ledger``)."""
 
     def __init__(self, db: Database, *, checkpointer: Callable[[int, bytes], str] | None = None,
+                 opener: Callable[[str], tuple[int, bytes]] | None = None,
                  witnesses: Iterable[tuple[str, Verifier]] = (), interval: float = 1.0,
                  checkpoint_seconds: float = 60.0, batch_max: int = 10_000,
                  gap_seconds: float = 600.0) -> None:
         self.db = db
         self.checkpointer = checkpointer  # (size, root) -> signed note
+        self.opener = opener  # signed note -> (size, root), ValueError if not this log's key
         self.witnesses = list(witnesses)  # (URL, the witness's cosignature verifier)
         self.interval = interval
         self.checkpoint_seconds = checkpoint_seconds
@@ -223,6 +225,17 @@ class Ledger:
             last = conn.execute(select(cp.c.size, cp.c.note).order_by(cp.c.size.desc()).limit(1)).first()
         if last is not None and last.size == head.size:
             return last.size, last.note
+        if last is not None and self.opener is not None:
+            try:
+                self.opener(last.note)
+            except ValueError as exc:
+                # this process's key is not the log's (e.g. a command run with another data directory):
+                # signing would fork the log in the eyes of every verifier; refuse and say why
+                self.last_error = (f"not signing: the latest checkpoint (size {last.size}) does not verify with "
+                                   f"this process's ledger key ({exc}); set HEALTHLINK_LEDGER_KEY_FILE to the "
+                                   "log's key")
+                log.error("ledger: %s", self.last_error)
+                raise LookupError(self.last_error) from None
         note = self.checkpointer(head.size, head.root)
         with self.db.write() as conn:
             exists_ = conn.execute(select(cp.c.size).where(cp.c.size == head.size)).first()

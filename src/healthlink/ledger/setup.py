@@ -80,6 +80,7 @@ def note_opener(settings: Settings):  # noqa: ANN201
 
 
 def ledger(db: Database, settings: Settings) -> Ledger:
-    return Ledger(db, checkpointer=checkpointer(settings), witnesses=witnesses(settings),
+    return Ledger(db, checkpointer=checkpointer(settings), opener=note_opener(settings),
+                  witnesses=witnesses(settings),
                   interval=settings.ledger_interval_seconds,
                   checkpoint_seconds=settings.ledger_checkpoint_seconds)
