@@ -190,3 +190,33 @@ def test_history_shows_who_read_what_from_which_institution_and_via_which_grant(
     assert re.search(r"<time>\d{4}-\d\d-\d\d \d\d:\d\d</time>", rows[0]) and "Asia/Shanghai" in page.text
     zh = in_chinese(phone_browser, "/portal/history")
     assert "谁查看了我的记录" in zh and "紧急破窗" in zh and "验证码" in zh
+
+
+def test_my_records_shows_every_institution_including_sensitive_ones(platform, make_institution):  # noqa: ANN001
+    """Issue 5, item 1: patients see their own records — all of them, from every institution."""
+    from fastapi.testclient import TestClient
+
+    from healthlink.api.app import create_app
+
+    a, b = make_institution(), make_institution()
+    w = build(platform, a, b)
+    with platform.db.read() as conn:
+        from sqlalchemy import select
+
+        from healthlink.db import tables as t
+
+        account = conn.execute(select(t.patient_account.c.id).where(
+            t.patient_account.c.person_id == w.person)).scalar_one()
+    c = TestClient(create_app(platform.settings, platform=platform))
+    assert c.get("/portal/records", follow_redirects=False).status_code in (302, 303)
+    c.cookies.set("hl_patient", platform.patient_accounts._session(account, w.person).token)
+    page = c.get("/portal/records").text
+    for inst in (w.a, w.b):
+        assert f'data-institution="{inst}"' in page
+    for ref in (f"Observation/{w.lab_b}", f"Condition/{w.depression_b}", f"Observation/{w.hiv_b}",
+                f"Observation/{w.obs_a}"):
+        assert f'data-ref="{ref}"' in page
+    other = build(platform, make_institution(), make_institution())
+    page = c.get(f"/portal/records?person={other.person}").text  # not theirs: their own are shown
+    assert f'data-ref="Observation/{other.lab_b}"' not in page and f'data-ref="Observation/{w.lab_b}"' in page
+    assert 'href="/portal/records"' in c.get("/portal").text

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 from healthlink.access import Actor, Repository, RequestContext, Services
 from healthlink.accounts import AccountService
-from healthlink.consent import OUTBOX, ConsentCodes, OutboxGateway, SmsGateway, build_gateway, gateway_class
+from healthlink.consent import (
+    OUTBOX,
+    ConsentCodes,
+    OutboxGateway,
+    SmsGateway,
+    build_gateway,
+    gateway_class,
+)
 from healthlink.consent.grants import Grants, grant_key
 from healthlink.consent.patients import PatientAccounts
 from healthlink.db import Database
@@ -93,6 +100,17 @@ class Platform:
         from healthlink.ledger.status import status
 
         return status(self.db, self.ledger, self.settings)
+
+    def verify_ledger(self, ctx: RequestContext):  # noqa: ANN201
+        """Run ``ledger verify`` for an audit administrator: recorded as the last verification and
+        audited (``ledger-verify``).  The report (:class:`healthlink.ledger.verify.Report`)."""
+        from healthlink.ledger import AuditRecord
+        from healthlink.ledger.verify import verify
+
+        rep = verify(self.db, open_note=ledger_setup.note_opener(self.settings))
+        self.audit.record(AuditRecord("ledger-verify", ctx.agent(), outcome="success" if rep.ok else "minor",
+                                      outcome_desc=f"size {rep.size}, first bad {rep.first_bad}"))
+        return rep
 
     def audit_seq(self, event_id: str) -> int | None:
         from healthlink.ledger.status import audit_seq

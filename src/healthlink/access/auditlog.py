@@ -1,7 +1,9 @@
 """Searching the audit log (AuditEvent is read-only over /fhir, for the audit administrator).
 
 Parameters: ``_id``, ``date`` (with prefixes), ``patient``, ``entity``, ``agent``,
-``action``, ``subtype``, ``outcome``, ``_count``; newest first; keyset-paged by sequence.
+``agent-name`` (the username, exact: FHIR R4 AuditEvent ``agent-name``; unindexed, so it is meant
+to be combined with another filter on large logs), ``action``, ``subtype``, ``outcome``,
+``_count``; newest first; keyset-paged by sequence.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from healthlink.errors import Invalid, Issue, NotFound
 from healthlink.fhir.dates import parse_range
 
 A, E = t.audit_event, t.audit_entity
-PARAMS = ("_id", "date", "patient", "entity", "agent", "action", "subtype", "outcome", "_count",
-          "_cursor", "_format")
+PARAMS = ("_id", "date", "patient", "entity", "agent", "agent-name", "action", "subtype", "outcome",
+          "_count", "_cursor", "_format")
 
 
 def _bad(msg: str, name: str) -> Invalid:
@@ -57,6 +59,8 @@ def search(conn: Connection, params: list[tuple[str, str]], *, default_count: in
             conds.append(A.c.seq.in_(sub))
         elif name == "agent":
             conds.append(A.c.agent_ref.in_([_ref(v, "Practitioner") for v in vals]))
+        elif name == "agent-name":
+            conds.append(A.c.username.in_(vals))
         elif name == "action":
             conds.append(A.c.action.in_(vals))
         elif name == "subtype":

@@ -18,7 +18,7 @@ FULL_SEARCH = ("Patient", "Practitioner", "PractitionerRole", "Organization", "L
                "AllergyIntolerance", "Condition", "Procedure", "Consent", "AuditEvent", "Task",
                "Person")
 AUDIT_PARAMS = [("date", "date"), ("patient", "reference"), ("entity", "reference"),
-                ("agent", "reference"), ("action", "token"), ("subtype", "token"),
+                ("agent", "reference"), ("agent-name", "string"), ("action", "token"), ("subtype", "token"),
                 ("outcome", "token")]
 
 

@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, Response
 
 from healthlink.api.deps import CurrentContext, CurrentPlatform
 from healthlink.errors import Conflict, Forbidden, Invalid, Issue, NotFound
-from healthlink.ledger import AuditRecord
 from healthlink.ledger import setup as ledger_setup
 
 router = APIRouter(prefix="/api/ledger", tags=["ledger"])
@@ -76,12 +75,7 @@ def status(platform: CurrentPlatform, ctx: CurrentContext) -> JSONResponse:
 @router.post("/verify", summary="Run `ledger verify` now (audit administrator)")
 def verify_now(platform: CurrentPlatform, ctx: CurrentContext) -> JSONResponse:
     _audit_admin(ctx)
-    from healthlink.ledger.verify import verify
-
-    rep = verify(platform.db, open_note=ledger_setup.note_opener(platform.settings))
-    platform.audit.record(AuditRecord("ledger-verify", ctx.agent(), outcome="success" if rep.ok else "minor",
-                                      outcome_desc=f"size {rep.size}, first bad {rep.first_bad}"))
-    return JSONResponse(rep.to_json())
+    return JSONResponse(platform.verify_ledger(ctx).to_json())
 
 
 @router.get("/audit/{event_id}", summary="An audit record's leaf and inclusion proof (audit administrator)")

@@ -207,7 +207,8 @@ def home(request: Request) -> Response:
     platform = request.app.state.platform
     profile = platform.patient_accounts.profile(platform.db, patient.account_id)
     return render_portal(request, "portal_home.html", patient=patient, profile=profile,
-                         links=[("/portal/grants", N_("My authorisations")),
+                         links=[("/portal/records", N_("My records")),
+                                ("/portal/grants", N_("My authorisations")),
                                 ("/portal/history", N_("Access history")),
                                 ("/portal/scan", N_("Scan doctor's QR"))],
                          relations={"parent": N_("parent"), "guardian": N_("guardian"),

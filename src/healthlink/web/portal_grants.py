@@ -67,6 +67,7 @@ SCAN_REFUSED = {
     NotFound: N_("This request is not for you."),
 }
 ZONE_NAME = "Asia/Shanghai"  # SHOWN_ZONE: UTC+8 all year, the region's clock
+HISTORY_LIMIT = 200  # rows on the history page, and entries whose proofs the page fetches
 NOT_PENDING = N_("This request is no longer waiting for an answer.")
 
 
@@ -208,12 +209,15 @@ def what_text(refs: list[str], more: int) -> list[tuple[str, int]]:
 @router.get("/portal/history")
 def history(request: Request) -> Response:
     patient = portal_session(request)
-    rows = request.app.state.platform.grants.history(patient.account_id)
+    rows = request.app.state.platform.grants.history(patient.account_id, limit=HISTORY_LIMIT)
     orgs = institution_names(request, {r["institution_id"] for r in rows if r["institution_id"]})
-    entries = [{"when": local_time(r["when"]), "who": r["who"], "practitioner": r["practitioner"],
+    entries = [{"seq": r["seq"], "when": local_time(r["when"]), "who": r["who"],
+                "practitioner": r["practitioner"],
                 "institution": orgs.get(r["institution_id"], r["institution_id"] or ""),
                 "action": ACTIONS.get(r["action"], r["action"]), "action_code": r["action"],
                 "refused": r["outcome"] != "0", "what": what_text(r["what"], r["more"]),
                 "via": r["via"], "via_text": VIA.get(r["via"], r["via"])} for r in rows]
+    # the proofs are fetched and checked by the browser (static/ledger-verify.js), from the same
+    # API an outside client uses, so the page itself is not what the patient has to trust
     return render_portal(request, "portal_history.html", patient=patient, entries=entries,
-                         zone=ZONE_NAME)
+                         zone=ZONE_NAME, proofs_url=f"/api/patient/history?proofs=true&limit={HISTORY_LIMIT}")

@@ -98,6 +98,8 @@ NAV: list[tuple[str, str, Callable[[frozenset[str]], bool]]] = [
     ("/review", N_("EMPI review"), R.may_review_identity),
     ("/review/break-glass", N_("Break-the-glass review"), lambda roles: "quality_manager" in roles),
     ("/desk/consents", N_("Consent at the desk"), lambda roles: "registration_clerk" in roles),
+    ("/audit", N_("Audit log"), lambda roles: "audit_admin" in roles),
+    ("/ledger", N_("Ledger"), lambda roles: "audit_admin" in roles),
 ]
 
 

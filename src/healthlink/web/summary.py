@@ -51,7 +51,14 @@ def home_cards(roles: frozenset[str]) -> list[Card]:
         cards.append(Card("/desk/consents", N_("Consent at the desk"),
                           N_("Record the signed consent of a patient without a phone to a doctor's "
                              "request for their records at other institutions.")))
-    if R.allowed(roles, "AuditEvent", "s"):
+    if "audit_admin" in roles:
+        cards.append(Card("/audit", N_("Audit log"),
+                          N_("Search who accessed which record, by patient, actor, time and outcome; "
+                             "each record with its proof in the ledger.")))
+        cards.append(Card("/ledger", N_("Tamper-evident ledger"),
+                          N_("The ledger's size, signed checkpoints, witnesses and last verification; "
+                             "verify it now.")))
+    elif R.allowed(roles, "AuditEvent", "s"):
         cards.append(Card(None, N_("Audit log"),
                           N_("Read who accessed which record, through the FHIR AuditEvent API.")))
     if not R.allowed(roles, "Patient", "r"):
