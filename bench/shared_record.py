@@ -301,20 +301,25 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def fetch_all(client: httpx.Client, url: str, headers: dict, rid: str, *, follow: bool = True
-              ) -> tuple[int, int, int, int]:
+              ) -> tuple[int, int, int, int, float]:
     """GET url and (``follow``) every ``next`` page; (entries, pages, bytes, status of the first
-    failure or 200)."""
+    failure or 200, seconds spent waiting for the responses to their last byte).  Parsing the
+    JSON — the client's own work, ~500 resources a page — is left out of that time: its garbage
+    collections showed up as a periodic 100 ms "server" tail."""
     entries = pages = size = 0
+    waited = 0.0
     while url:
+        s = time.perf_counter()
         r = client.get(url, headers={**headers, "X-Request-ID": f"{rid}-{pages}"})
+        waited += time.perf_counter() - s
         pages += 1
         size += len(r.content)
         if r.status_code != 200:
-            return entries, pages, size, r.status_code
+            return entries, pages, size, r.status_code, waited
         b = r.json()
         entries += len(b.get("entry", []))
         url = next((lk["url"] for lk in b.get("link", []) if lk.get("relation") == "next"), None) if follow else None
-    return entries, pages, size, 200
+    return entries, pages, size, 200, waited
 
 
 def measure(client: httpx.Client, name: str, url: str, headers: dict, *, n: int, warmup: int, expect: int,
@@ -327,12 +332,12 @@ def measure(client: httpx.Client, name: str, url: str, headers: dict, *, n: int,
     kinds: dict[str, int] = {}
     for e in first.json().get("entry", []):
         kinds[e["resource"]["resourceType"]] = kinds.get(e["resource"]["resourceType"], 0) + 1
-    got, _, _, _ = fetch_all(client, url, headers, f"warm-{tag}-count", follow=follow)
+    got, _, _, _, _ = fetch_all(client, url, headers, f"warm-{tag}-count", follow=follow)
     if got < expect:
         sys.exit(f"{name}: {got} entries, expected at least the {expect} built")
     expect = got
     for i in range(warmup):
-        e, _, _, st = fetch_all(client, url, headers, f"warm-{tag}-{i}", follow=follow)
+        e, _, _, st, _ = fetch_all(client, url, headers, f"warm-{tag}-{i}", follow=follow)
         if st != 200 or e != expect:
             sys.exit(f"{name}: warm-up got status {st} and {e} entries, expected 200 and {expect}")
     hz = os.sysconf("SC_CLK_TCK")
@@ -340,9 +345,8 @@ def measure(client: httpx.Client, name: str, url: str, headers: dict, *, n: int,
     lat, bad, pages, size = [], 0, 0, 0
     t0 = time.perf_counter()
     for i in range(n):
-        s = time.perf_counter()
-        e, p, b, st = fetch_all(client, url, headers, f"{tag}-{i}", follow=follow)
-        lat.append((time.perf_counter() - s) * 1000)
+        e, p, b, st, waited = fetch_all(client, url, headers, f"{tag}-{i}", follow=follow)
+        lat.append(waited * 1000)
         pages, size = p, b
         bad += st != 200 or e != expect
     wall = time.perf_counter() - t0
@@ -357,6 +361,10 @@ def measure(client: httpx.Client, name: str, url: str, headers: dict, *, n: int,
             "errors": bad, "p50_ms": round(pct(lat, 50), 2), "p90_ms": round(pct(lat, 90), 2),
             "p99_ms": round(pct(lat, 99), 2), "max_ms": round(max(lat), 2), "mean_ms": round(sum(lat) / n, 2),
             "per_s": round(n / wall, 1),
+            # the slowest requests: (request number, ms, seconds into the run), to see whether the tail
+            # comes in a burst (a background job) or spread out
+            "slowest": sorted(((i, round(ms, 1), round(sum(lat[:i]) / 1000, 2)) for i, ms in enumerate(lat)),
+                              key=lambda x: -x[1])[:6],
             "server_cpu_ms_per_request": round(cpu["server_cores"] * wall / n * 1000, 2),
             "postgres_cpu_ms_per_request": round(cpu["postgres_cores"] * wall / n * 1000, 2),
             "cpu": {k: round(v, 2) for k, v in cpu.items()}}
@@ -499,7 +507,7 @@ def main() -> None:
                           server_sid=server.pid, tag=tag, follow="first page" not in name)
             res["user"] = "doctor with grant" if user == doctor else "doctor without grant"
             results.append(res)
-            print(f"  measured: {name}: p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms", flush=True)
+            print(f"  measured: {name}: p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms; slowest {res['slowest']}", flush=True)
         client.close()
     finally:
         if server is not None and server.poll() is None:
