@@ -104,6 +104,10 @@ def test_serve_demo_serves_the_generated_region_in_chinese_and_english_and_loads
         out = _stop(proc)
     assert f"loading the demo region: {DEMO_PATIENTS} Patient records (seed 1)" in out, out
     assert "demo region loaded: " in out
+    # the demo patient to try patient-authorised access with: records at several institutions, a
+    # verified phone whose messages are on /phone, an open encounter at the demo doctor's hospital
+    demo = re.search(r"demo patient: Patient/(\S+) .* open Encounter/(\S+); .* with phone (\d+)", out)
+    assert demo, out
 
     proc, base = _serve(tmp_path, {})  # the second start: the region is there, nothing is loaded again
     try:
@@ -113,9 +117,22 @@ def test_serve_demo_serves_the_generated_region_in_chinese_and_english_and_loads
                                                         headers=h).json()["entry"]}
         assert seen == {p.patient_id for p in mine}
         assert httpx.get(f"{base}/fhir/Organization/{one.institution}", headers=h).json()["meta"]["versionId"] == "1"
+        # the patient authorises the demo doctor with the code on the demo phone: the shared record
+        patient, encounter, number = demo.groups()
+        g = httpx.post(f"{base}/api/consent/requests", headers=h, json={
+            "patient": patient, "encounter": encounter, "purpose": "demo consultation", "classes": ["*"],
+            "method": "code"})
+        assert g.status_code == 201, g.text
+        code = re.search(r"验证码 (\d{6})", httpx.get(f"{base}/phone", params={"number": number}).text).group(1)
+        r = httpx.post(f"{base}/api/consent/requests/{g.json()['id']}/code", headers=h, json={"code": code})
+        assert r.status_code == 200 and r.json()["status"] == "active", r.text
+        shared = httpx.get(f"{base}/fhir/Patient/{patient}/$everything", params={"_count": 1000}, headers=h).json()
+        assert len({e["resource"]["meta"]["extension"][0]["valueReference"]["reference"]
+                    for e in shared["entry"] if e["resource"]["resourceType"] != "Person"}) >= 2
     finally:
         again = _stop(proc)
     assert "loading the demo region" not in again and "resources written" not in again, again
+    assert f"demo patient: Patient/{patient} " in again
     assert f"demo region already present: {DEMO_PATIENTS} Patient records (seed 1)" in again
     assert "demo logins already present" in again
 

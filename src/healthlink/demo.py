@@ -97,3 +97,63 @@ def seed(platform: Platform) -> bool:
         add_client(platform.db, client_id=DEMO_CLIENT, display_name="Yushu People's Hospital HIS",
                    institution_id="yushu-peoples", secret="demo-client-secret-1")
     return True
+
+
+DEMO_PATIENT_PHONE = "13800000001"  # demo only; its codes are on the /phone page
+
+
+@dataclass(frozen=True)
+class DemoPatient:
+    person_id: str
+    patient_id: str  # the Patient at the demo doctor's institution
+    encounter_id: str  # an open Encounter there, for a consultation
+    institutions: int  # how many institutions hold records of the Person
+    phone: str
+
+
+def demo_patient(platform: Platform) -> DemoPatient | None:
+    """A patient to try patient-authorised access with (issue 5): a Person of the generated region
+    with records at the demo doctor's hospital and at least one other institution, given the
+    verified phone :data:`DEMO_PATIENT_PHONE` (set in person by the demo clerk, as a registration desk
+    would) and an open Encounter at the doctor's hospital.  Idempotent; None when the region has no
+    such Person (a tiny region)."""
+    from sqlalchemy import func
+
+    from healthlink.access import RequestContext
+    from healthlink.access.context import Actor
+    from healthlink.access.scopes import parse_scopes
+
+    home = demo_logins()[0].institution
+    pl, pp, r = t.person_link, t.person_phone, t.resource
+    with platform.db.read() as conn:
+        person = conn.execute(select(pp.c.person_id).where(pp.c.phone == DEMO_PATIENT_PHONE)).scalar()
+        if person is None:
+            multi = (select(pl.c.person_id).group_by(pl.c.person_id)
+                     .having(func.count(func.distinct(pl.c.institution_id)) >= 2))
+            person = conn.execute(
+                select(pl.c.person_id).where(pl.c.institution_id == home, pl.c.person_id.in_(multi),
+                                             pl.c.person_id.not_in(select(pp.c.person_id)))
+                .order_by(pl.c.person_id).limit(1)).scalar()
+        if person is None:
+            return None
+        patient = conn.execute(select(pl.c.patient_id).where(pl.c.person_id == person, pl.c.institution_id == home)
+                               .order_by(pl.c.patient_id).limit(1)).scalar()
+        n = conn.execute(select(func.count(func.distinct(pl.c.institution_id))).where(pl.c.person_id == person)).scalar()
+        encounters = conn.execute(select(r.c.res_id, r.c.content).where(
+            r.c.res_type == "Encounter", r.c.patient_id == patient, r.c.deleted.is_(False))).all()
+        clerk = conn.execute(select(t.user_account.c.username).where(t.user_account.c.username == "clerk")).scalar()
+    import orjson
+
+    open_enc = next((e for e, c in encounters if orjson.loads(c).get("status") == "in-progress"), None)
+    if clerk is not None and platform.patient_accounts.verified_phone(platform.db, person) is None:
+        desk = Actor("user", "clerk", "clerk", home, frozenset({"registration_clerk"}), parse_scopes("user/*.cruds"))
+        platform.patient_accounts.verify_in_person(platform.db, desk, person, DEMO_PATIENT_PHONE)
+    if open_enc is None:
+        doctor = Actor("user", "doctor", "doctor", home, frozenset({"doctor"}), parse_scopes("user/*.cruds"))
+        open_enc = platform.repository(RequestContext(actor=doctor)).create({
+            "resourceType": "Encounter", "status": "in-progress",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB",
+                      "display": "ambulatory"},
+            "subject": {"reference": f"Patient/{patient}"},
+            "serviceProvider": {"reference": f"Organization/{home}"}}, res_type="Encounter").stored.res_id
+    return DemoPatient(person, patient, open_enc, n, DEMO_PATIENT_PHONE)

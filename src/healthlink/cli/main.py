@@ -201,6 +201,13 @@ def _demo_region(plat, patients: int, seed: int = 1, *, serving: bool = False) -
     else:
         console.print(f"demo region {done[got.outcome]}: {got.written:,} resources written, "
                       f"{opts.patients:,} Patient records (seed {seed})")
+    from healthlink.demo import demo_patient
+
+    dp = demo_patient(plat)
+    if dp is not None:
+        console.print(f"demo patient: Patient/{dp.patient_id} at the demo doctor's hospital, records at "
+                      f"{dp.institutions} institutions, open Encounter/{dp.encounter_id}; patient portal "
+                      f"/portal/login with phone {dp.phone} (codes on /phone)", highlight=False, soft_wrap=True)
 
 
 @app.command("demo")
