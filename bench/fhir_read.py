@@ -113,9 +113,12 @@ class BenchDatabase:
     kind: str
     cleanup: callable  # type: ignore[valid-type]
     version: str = ""
+    created: bool = True  # False: an existing database reused (kept afterwards)
 
 
-def make_database(url: str | None, workdir: Path) -> BenchDatabase:
+def make_database(url: str | None, workdir: Path, *, reuse: bool = False) -> BenchDatabase:
+    """A SQLite file in ``workdir`` (no url), or the PostgreSQL database ``url`` names: created
+    and dropped by ``cleanup``; an existing one only with ``reuse`` (then kept)."""
     if url is None:
         import sqlite3
 
@@ -130,9 +133,11 @@ def make_database(url: str | None, workdir: Path) -> BenchDatabase:
         sys.exit("--database-url must end in a plain database name (letters, digits, _)")
     admin = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists and not reuse:
             sys.exit(f"database {name} already exists; name a new one (the benchmark drops it after)")
-        conn.execute(f'CREATE DATABASE "{name}"')
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
         version = conn.execute("SHOW server_version").fetchone()[0]
         sync = conn.execute("SHOW synchronous_commit").fetchone()[0]
         fsync = conn.execute("SHOW fsync").fetchone()[0]
@@ -141,8 +146,8 @@ def make_database(url: str | None, workdir: Path) -> BenchDatabase:
         with psycopg.connect(admin, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    return BenchDatabase(url, "postgresql", drop,
-                         f"PostgreSQL {version} (synchronous_commit={sync}, fsync={fsync})")
+    return BenchDatabase(url, "postgresql", drop if not exists else (lambda: None),
+                         f"PostgreSQL {version} (synchronous_commit={sync}, fsync={fsync})", not exists)
 
 
 # ------------------------------------------------------------------ HTTP helpers

@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -63,6 +63,7 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fhir_read import (
+    BenchDatabase,
     _machine_busy_ticks,
     _ticks_of_command,
     _ticks_of_session,
@@ -71,6 +72,7 @@ from fhir_read import (
     machine,
     taskset,
 )
+from fhir_read import make_database as make_bench_database
 
 from healthlink.access import RequestContext
 from healthlink.access.context import Actor
@@ -116,46 +118,13 @@ MIX = {"Encounter": 0.10, "Observation": 0.57, "DiagnosticReport": 0.08, "Medica
 
 
 # ------------------------------------------------------------------ database
-@dataclass
-class BenchDatabase:
-    url: str
-    kind: str
-    version: str
-    created: bool
-    cleanup: callable = field(default=lambda: None)  # type: ignore[valid-type]
-
-
 def make_database(args: argparse.Namespace, workdir: Path) -> BenchDatabase:
-    if args.sqlite:
-        import sqlite3
-
-        return BenchDatabase(f"sqlite:///{workdir / 'bench.db'}", "sqlite", f"SQLite {sqlite3.sqlite_version}", True)
-    import psycopg
-
-    url = args.database_url or f"{DEFAULT_PG}/hl_bench_shared_{uuid.uuid4().hex[:8]}"
-    if not url.startswith("postgresql"):
+    """bench/fhir_read.py's database: SQLite, or a PostgreSQL database created for the run (an
+    existing one with --reuse, kept)."""
+    url = None if args.sqlite else args.database_url or f"{DEFAULT_PG}/hl_bench_shared_{uuid.uuid4().hex[:8]}"
+    if url is not None and not url.startswith("postgresql"):
         sys.exit("--database-url must be a postgresql+psycopg:// URL (or use --sqlite)")
-    base, _, name = url.rpartition("/")
-    if not name or not name.replace("_", "").isalnum():
-        sys.exit("--database-url must end in a plain database name (letters, digits, _)")
-    admin = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if exists and not args.reuse:
-            sys.exit(f"database {name} exists; pass --reuse to write the benchmark's data into it "
-                     "(the demo region there is reused), or name a new one")
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        version = conn.execute("SHOW server_version").fetchone()[0]
-        sync = conn.execute("SHOW synchronous_commit").fetchone()[0]
-        fsync = conn.execute("SHOW fsync").fetchone()[0]
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return BenchDatabase(url, "postgresql", f"PostgreSQL {version} (synchronous_commit={sync}, fsync={fsync})",
-                         not exists, drop if not exists else (lambda: None))
+    return make_bench_database(url, workdir, reuse=args.reuse)
 
 
 # ------------------------------------------------------------------ the shared record
