@@ -99,12 +99,14 @@ def shot(page, name: str, *, full_page: bool = True) -> None:  # noqa: ANN001
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
 
-def sign_in(page, base: str, username: str = "doctor") -> None:  # noqa: ANN001
-    page.goto(f"{base}/login")
+def sign_in(page, base: str, username: str = "doctor", *, password: str = DEMO_PASSWORD,  # noqa: ANN001
+            next_path: str = "/") -> None:
+    """Sign in on the login page and wait for the page it sends on to (``next_path``)."""
+    page.goto(f"{base}/login" + (f"?next={next_path}" if next_path != "/" else ""))
     page.fill("input[name=username]", username)
-    page.fill("input[name=password]", DEMO_PASSWORD)
+    page.fill("input[name=password]", password)
     page.click("button.primary")
-    page.wait_for_url(f"{base}/")
+    page.wait_for_url(f"{base}{next_path}")
 
 
 def test_doctor_signs_in_switches_language_finds_a_patient_and_opens_the_summary(demo_server, chromium):

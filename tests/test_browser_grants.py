@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 from grantkit import actor, build, ctx
-from test_browser import DESKTOP, PHONE, chromium, shot  # noqa: F401  (chromium: the fixture)
+from test_browser import DESKTOP, PHONE, chromium, shot, sign_in  # noqa: F401  (chromium: the fixture)
 
 from healthlink.accounts import add_user
 from healthlink.runtime import Platform
@@ -79,11 +79,7 @@ def test_doctor_gets_outside_records_by_code_and_by_qr_and_the_patient_sees_both
     phone.add_cookies([{"name": "hl_lang", "value": "en", "url": base}])
     dr, pt = desk.new_page(), phone.new_page()
     try:
-        dr.goto(f"{base}/login?next=/patients/{w.patient_a}")
-        dr.fill("input[name=username]", username)
-        dr.fill("input[name=password]", PASSWORD)
-        dr.click("button.primary")
-        dr.wait_for_url(f"{base}/patients/{w.patient_a}")
+        sign_in(dr, base, username, password=PASSWORD, next_path=f"/patients/{w.patient_a}")
 
         # ---- by code: the patient reads the code on the phone, the doctor types it
         gid = ask(dr, base, w.patient_a, encounter=w.encounter_a, purpose="diabetes follow-up", method="code")

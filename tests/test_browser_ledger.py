@@ -18,7 +18,7 @@ import uuid
 import httpx
 import pytest
 from grantkit import actor, build, ctx
-from test_browser import DESKTOP, PHONE, chromium, shot  # noqa: F401  (chromium: the fixture)
+from test_browser import DESKTOP, PHONE, chromium, shot, sign_in  # noqa: F401  (chromium: the fixture)
 from test_patient_accounts import last_code
 
 from healthlink.accounts import add_user
@@ -121,11 +121,7 @@ def test_audit_admin_sees_the_ledger_status_and_verifies_it_now(live_server, pla
     desk.add_cookies([{"name": "hl_lang", "value": "en", "url": base}])
     page = desk.new_page()
     try:
-        page.goto(f"{base}/login?next=/ledger")
-        page.fill("input[name=username]", username)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button.primary")
-        page.wait_for_url(f"{base}/ledger")
+        sign_in(page, base, username, password=PASSWORD, next_path="/ledger")
         assert int(page.locator("#ledger-size").inner_text()) > 0
         assert page.locator("#latest-checkpoint pre.checkpoint").inner_text().startswith(
             platform.settings.ledger_origin)
