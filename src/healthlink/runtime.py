@@ -23,6 +23,9 @@ from healthlink.identity import Identity, LocalPatients
 from healthlink.ledger import AuditWriter
 from healthlink.ledger import setup as ledger_setup
 from healthlink.ledger.log import Ledger
+from healthlink.recognition import load as recognition_load
+from healthlink.recognition import store as recognition_store
+from healthlink.recognition.service import Recognition
 from healthlink.settings import Settings
 
 
@@ -41,6 +44,7 @@ class Platform:
     patient_accounts: PatientAccounts
     grants: Grants
     ledger: Ledger
+    recognition: Recognition
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
@@ -66,10 +70,14 @@ class Platform:
                         grant_ttl=settings.grant_ttl_seconds, request_ttl=settings.grant_request_ttl_seconds,
                         qr_ttl=settings.grant_qr_ttl_seconds, break_glass_ttl=settings.break_glass_ttl_seconds)
         ledger = ledger_setup.ledger(db, settings)
+        if settings.recognition_catalogue is not None:  # a bad file stops the start, naming its errors
+            recognition_load(settings.recognition_catalogue)
+        recognition = Recognition(services, lambda: recognition_store.in_force(db, settings.recognition_catalogue),
+                                  tz=settings.region_timezone)
         if settings.ledger_sequencer:
             ledger.start()
         return cls(settings, db, audit, accounts, services, identity, HealthCodes.from_settings(settings),
-                   LocalPatients(services, identity), sms, codes, patients, grants, ledger)
+                   LocalPatients(services, identity), sms, codes, patients, grants, ledger, recognition)
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)

@@ -185,6 +185,16 @@ class Settings(BaseSettings):
         "least 183 days, the Cybersecurity Law's 6 months). `healthlink ledger purge` empties older "
         "bodies and salts; their leaf hashes stay, so the ledger still verifies.",
     )
+    recognition_catalogue: Path | None = Field(
+        None,
+        description="A region's recognition catalogue file (JSON, the format of docs/recognition.md). "
+        "At start it is validated and, when it differs from the catalogue in force, stored as the new "
+        "one; unset: the catalogue last loaded (`healthlink recognition load`), else the bundled default.",
+    )
+    region_timezone: str = Field(
+        "Asia/Shanghai",
+        description="The region's time zone: recognition validity windows are counted in its calendar days.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON request log.")
     demo: bool = Field(
         False, description="Act as `healthlink serve --demo` (the README's run command): migrate, seed "

@@ -515,6 +515,70 @@ class Repository:
                                         query=f"Patient/{patient_id}/$outside-summary"))
         return out
 
+    def result_candidates(self, patient_id: str, *, codes: list[tuple[str, str]], since_us: int,
+                          studies: bool = False) -> tuple[str | None, list[tuple[Stored, bool]]]:
+        """Results of the same Person as the actor's Patient ``patient_id`` from every institution
+        (the order-time recognition check, issue 7): Observations and DiagnosticReports coded
+        with one of ``codes`` ((system, code) pairs) dated on or after ``since_us``, and with
+        ``studies`` the Person's ImagingStudies started since then.
+
+        Returns ``(person_id, [(record, disclosed)])``.  ``disclosed`` is True for the ordering
+        institution's own records and for another institution's that an active grant covers; the
+        others are given to the caller only to judge (status, date, issuer) what the disclosure
+        rule lets it say: that a recognisable result exists at an institution on a date.  Records
+        carrying a sensitive category in force and not covered by a grant are left out altogether.
+        One audit record names the patient, the disclosed records and the grants used."""
+        self._require("Patient", "read", audit=True)
+        a = self.actor
+        if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
+            raise Forbidden("only a doctor, nurse or pharmacist checks a patient's results at order time")
+        pl, tok, dt, r = t.person_link, t.idx_token, t.idx_date, t.resource
+        out: list[tuple[Stored, bool]] = []
+        with self.s.db.read() as conn:
+            self._load_grants(conn)
+            p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
+            if not self._can_see(p):
+                raise self._unknown("operation", "Patient", patient_id, p)
+            person = conn.execute(select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
+            patients = [patient_id] if person is None else sorted(
+                conn.execute(select(pl.c.patient_id).where(pl.c.person_id == person)).scalars())
+            # the Person's rows first (a few hundred at most), then their codes and dates by rid
+            rows = conn.execute(select(r.c.rid, r.c.res_type).where(
+                r.c.patient_id.in_(patients), r.c.deleted == false(),
+                r.c.res_type.in_(("Observation", "DiagnosticReport", "ImagingStudy") if studies
+                                 else ("Observation", "DiagnosticReport")))).all()
+            rids = [x.rid for x in rows if x.res_type != "ImagingStudy"]
+            wanted: set[int] = set()
+            if rids and codes:
+                keys = set(codes)
+                for rid, system, code in conn.execute(select(tok.c.rid, tok.c.system, tok.c.code).where(
+                        tok.c.rid.in_(rids), tok.c.param == "code", tok.c.code.in_({c for _, c in keys}))):
+                    if (system, code) in keys:
+                        wanted.add(rid)
+            wanted |= {x.rid for x in rows if x.res_type == "ImagingStudy"}
+            if wanted:
+                recent = set(conn.execute(select(dt.c.rid).where(
+                    dt.c.rid.in_(sorted(wanted)), dt.c.param.in_(("date", "started")),
+                    dt.c.high >= since_us)).scalars())
+                found = [store.row_to_stored(x) for x in conn.execute(
+                    select(r).where(r.c.rid.in_(sorted(recent)))).all()] if recent else []
+                hidden = set()
+                if self.s.sensitive and found:
+                    hidden = set(conn.execute(select(tok.c.rid).where(
+                        tok.c.rid.in_([s.rid for s in found]), tok.c.param == "_sensitive",
+                        tok.c.system == LABEL_SYSTEM, tok.c.code.in_(sorted(self.s.sensitive)))).scalars())
+                served = self._served(conn, found)
+                for s, shown in zip(found, served, strict=True):
+                    if shown is not None:
+                        out.append((shown, True))
+                    elif s.rid not in hidden:
+                        out.append((s, False))
+        rec = self._record("operation", [s for s, shown in out if shown],
+                           query=f"Patient/{patient_id}/$recognition-check")
+        rec.patients.add(patient_id)
+        self.s.audit.record(rec)
+        return person, out
+
     def match(self, patient: object, *, only_certain: bool = False,
               count: int | None = None) -> list[tuple[Stored, float, str]]:
         """``Patient/$match``: the stored Patients this actor may see that the master patient

@@ -19,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -516,3 +517,67 @@ ledger_verification = Table(
     Column("first_bad", BigInteger),
     Column("message", Text),
 )
+
+# Mutual recognition (issue 7; healthlink.recognition, docs/recognition.md).  The catalogue files
+# a region loaded (the newest active one is in force), which institutions are qualified for which
+# items, and the decision events every rate is computed from.
+recognition_catalogue = Table(
+    "recognition_catalogue",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("version", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("content", Text, nullable=False),  # the catalogue file as loaded (JSON)
+    Column("items", Integer, nullable=False),
+    Column("loaded", BigInteger, nullable=False),  # µs since epoch
+    Column("loaded_by", String(160), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+)
+recognition_qualification = Table(
+    "recognition_qualification",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("institution_id", String(64), nullable=False),  # Organization id
+    Column("item_id", String(64), nullable=False),  # catalogue item id, or '*' for every item
+    Column("basis", String(32), nullable=False),  # eqa | qc-centre
+    Column("valid_from", Date, nullable=False),  # first day qualified (region's calendar)
+    Column("valid_to", Date),  # last day qualified; NULL: until further notice
+    Column("reference", String(255)),  # certificate / EQA round
+    Column("recorded", BigInteger, nullable=False),
+    Column("recorded_by", String(160), nullable=False),
+)
+Index("ix_recognition_qualification", recognition_qualification.c.institution_id,
+      recognition_qualification.c.item_id)
+recognition_event = Table(
+    "recognition_event",
+    metadata,
+    Column("id", String(64), primary_key=True),  # uuid hex; a reminder's id is its card's uuid
+    Column("at", BigInteger, nullable=False),  # µs since epoch
+    Column("kind", String(16), nullable=False),  # checked | reminded | opened | adopted | declined | reordered
+    Column("check_id", String(64), nullable=False),  # the order line's check (groups its events)
+    Column("card_id", String(64)),  # the reminder an opened/adopted/declined event answers
+    Column("channel", String(16), nullable=False),  # cds | api | web | demo
+    Column("institution_id", String(64), nullable=False),  # ordering institution
+    Column("tier", String(16)),  # its tier
+    Column("department_id", String(64)),
+    Column("practitioner", String(128)),  # Practitioner/<id> ordering
+    Column("username", String(160)),
+    Column("patient_id", String(64), nullable=False),
+    Column("person_id", String(64)),
+    Column("encounter_id", String(64)),
+    Column("order_ref", String(160)),  # the draft order (ServiceRequest/<id>) or local code
+    Column("item_id", String(64)),  # catalogue item ordered (NULL: not in the catalogue)
+    Column("found", Boolean),  # checked: a recognisable result was found
+    Column("own", Boolean),  # reminded: the result is from the ordering institution itself
+    Column("disclosed", Boolean),  # reminded: values shown (own or under a grant) or a hint only
+    Column("source_institution", String(64)),
+    Column("source_ref", String(160)),  # Observation/... | DiagnosticReport/... of the result
+    Column("price_fen", BigInteger),  # the item's price in fen (1/100 yuan)
+    Column("reason", String(32)),  # declined: reason code
+    Column("reason_text", Text),
+    Column("local_ref", String(160)),  # adopted: the recognised result written in the encounter
+    Column("detail", Text),  # reminded: the card's hit (JSON) for later decisions
+)
+Index("ix_recognition_event_at", recognition_event.c.at, recognition_event.c.kind)
+Index("ix_recognition_event_check", recognition_event.c.check_id)
+Index("ix_recognition_event_inst", recognition_event.c.institution_id, recognition_event.c.at)
