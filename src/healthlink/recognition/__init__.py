@@ -1,14 +1,16 @@
-"""Mutual recognition of examination and laboratory results (issue 7).
+"""Mutual recognition of examination and laboratory results (issue 7; docs/recognition.md).
 
-Core layer (no HTTP, no tables yet), above ``identity`` and ``consent``, below ``ingest``;
-docs/recognition.md.  Public surface so far (item 1, the catalogue):
+Capability layer (no HTTP), above ``identity``, ``consent`` and ``access``, below ``ingest``:
 
-* :func:`load` — read and validate a versioned catalogue file (default: the bundled
-  ``data/catalogue-v1.json``); :func:`parse` does the same for an already-decoded object;
-  :class:`CatalogueError` (an ``Invalid``) names each bad entry and field;
-* :class:`Catalogue` — ``by_code(system, code)`` (LOINC or a mapped local code),
-  ``by_id``, ``equivalents(item)``; :class:`Item`, :class:`Source`, :class:`Coding`;
-* :func:`valid_until` and :func:`is_valid` — the validity window in the region's calendar.
+* :func:`load` / :func:`parse` — read and validate a versioned catalogue file (default: the
+  bundled ``data/catalogue-v1.json``); :class:`CatalogueError` names each bad entry and field;
+  :class:`Catalogue` (``by_code``, ``by_id``, ``equivalents``), :class:`Item`, :class:`Source`;
+* :mod:`.store` — the catalogue in the store (``recognition_catalogue``): ``load``, ``active``,
+  ``in_force``, ``history``;
+* :func:`valid_until` and :func:`is_valid` — the validity window in the region's calendar;
+* :mod:`.service` — :class:`~healthlink.recognition.service.Recognition` (``Platform.recognition``):
+  the order-time check at Person level, the doctor's decisions as events, the recognised result
+  with its Provenance, rates and savings, qualified issuers.
 """
 
 from healthlink.recognition.catalogue import (

@@ -26,12 +26,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, select, update
 
 from healthlink.access import Repository, RequestContext, Services
 from healthlink.db import tables as t
 from healthlink.errors import Conflict, Forbidden, Invalid, Issue, NotFound
-from healthlink.recognition.catalogue import LOINC, SNOMED, Catalogue, Item
+from healthlink.recognition.catalogue import Catalogue, Item
 from healthlink.recognition.validity import REGION_TZ, _local_date
 
 #: Code system of the reasons to order again (national list, 国卫医发〔2022〕6号 Art. 21; research
@@ -55,6 +55,8 @@ CHANNELS = ("cds", "api", "web", "demo")
 TIER_SYSTEM = "https://healthlink.example.org/fhir/CodeSystem/institution-tier"
 CONSORTIUM_SYSTEM = "https://healthlink.example.org/fhir/CodeSystem/county-medical-consortium"
 TIER_RANK = {"township": 1, "county": 2, "prefecture": 3}
+#: a draft order checked again within a day keeps its first check (order-select, then order-sign)
+DEDUPE_US = 24 * 3600 * 1_000_000
 #: the tag on a recognised external result written into the ordering encounter
 RECOGNISED_TAG = "https://healthlink.example.org/fhir/CodeSystem/recognition-mark"
 
@@ -267,8 +269,9 @@ class Recognition:
         lines = [LineCheck(new_id(), o, self.catalogue.by_code(o.system, o.code)) for o in orders]
         items = [ln.item for ln in lines if ln.item is not None]
         today = self.today()
-        if not items:
-            return CheckResult(patient_id, None, lines, False)
+        if not items:  # nothing to recognise; the patient must still be one of the institution's
+            person, _ = Repository(ctx, self.s).result_candidates(patient_id, codes=[], since_us=0)
+            return CheckResult(patient_id, person, lines, False)
         codes: dict[tuple[str, str], Item] = {}
         for it in items:
             for eq in self.catalogue.equivalents(it):
@@ -390,19 +393,60 @@ class Recognition:
                 "username": a.subject, "patient_id": patient_id, "person_id": person_id,
                 "encounter_id": encounter_id}
 
+    def _earlier(self, conn: Connection, ctx: RequestContext, patient_id: str, order_ref: str,
+                 at: int) -> tuple[str, dict[tuple[str, bool], str]] | None:
+        """The check of the same draft order made in the last day (``order-select`` then
+        ``order-sign``, or the order selected again) and its reminders (source -> card id)."""
+        e = t.recognition_event
+        row = conn.execute(select(e.c.check_id).where(
+            e.c.institution_id == ctx.actor.institution_id, e.c.patient_id == patient_id,
+            e.c.order_ref == order_ref, e.c.kind == CHECKED, e.c.at >= at - DEDUPE_US)
+            .order_by(e.c.at.desc()).limit(1)).first()
+        if row is None:
+            return None
+        cards = {(src, bool(shown)): cid for src, shown, cid in conn.execute(
+            select(e.c.source_ref, e.c.disclosed, e.c.id).where(e.c.check_id == row.check_id, e.c.kind == REMINDED))}
+        return row.check_id, cards
+
     def _record_check(self, ctx: RequestContext, result: CheckResult, encounter_id: str | None,
                       channel: str, me: Institution) -> None:
+        """Record the check: a ``checked`` event per catalogue line and a ``reminded`` event per hit.
+        A line naming a draft order checked in the last day keeps that check and its cards (the
+        same card uuids; only results new since then are recorded): each order line counts once."""
         base = self._base_event(ctx, me, channel, result.patient_id, result.person_id, encounter_id)
         at = self._now_us()
         rows = []
+        refs = [ln.order.order_ref for ln in result.lines if ln.item is not None and ln.order.order_ref]
+        earlier: dict[str, tuple[str, dict[tuple[str, bool], str]]] = {}
+        found_later: list[str] = []
+        if refs:
+            with self.s.db.read() as conn:
+                for ref in refs:
+                    got = self._earlier(conn, ctx, result.patient_id, ref, at)
+                    if got is not None:
+                        earlier[ref] = got
         for ln in result.lines:
             if ln.item is None:
                 continue
             price = int(ln.item.price_yuan * 100)
-            rows.append({**base, "id": new_id(), "at": at, "kind": CHECKED, "check_id": ln.check_id,
-                         "order_ref": ln.order.order_ref or f"{ln.order.system}|{ln.order.code}",
-                         "item_id": ln.item.id, "found": ln.found, "price_fen": price})
-            for h in ln.hits:
+            seen = earlier.get(ln.order.order_ref or "")
+            if seen is not None:
+                ln.check_id, known = seen
+                fresh = []
+                for h in ln.hits:  # the same card while the result is shown the same way
+                    key = (h._source, h.disclosed)  # type: ignore[attr-defined]
+                    if key in known:
+                        h.id = known[key]
+                    else:
+                        fresh.append(h)
+                if fresh and not known:
+                    found_later.append(ln.check_id)
+            else:
+                fresh = ln.hits
+                rows.append({**base, "id": new_id(), "at": at, "kind": CHECKED, "check_id": ln.check_id,
+                             "order_ref": ln.order.order_ref or f"{ln.order.system}|{ln.order.code}",
+                             "item_id": ln.item.id, "found": ln.found, "price_fen": price})
+            for h in fresh:
                 detail = h.to_json()
                 detail["source"] = h._source  # type: ignore[attr-defined]
                 detail["study"] = h._study  # type: ignore[attr-defined]
@@ -415,6 +459,9 @@ class Recognition:
         if rows:
             with self.s.db.write() as conn:
                 conn.execute(t.recognition_event.insert(), [_full(r) for r in rows])
+                if found_later:  # a result arrived since the line was first checked: it was found after all
+                    e = t.recognition_event
+                    conn.execute(update(e).where(e.c.check_id.in_(found_later), e.c.kind == CHECKED).values(found=True))
 
     # ------------------------------------------------------------ decisions
     def _events(self, conn: Connection, **where: Any) -> list:

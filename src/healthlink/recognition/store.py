@@ -68,6 +68,6 @@ def in_force(db: Database, configured: str | Path | None = None) -> Catalogue:
 
 def history(db: Database) -> list[dict]:
     with db.read() as conn:
-        rows = conn.execute(select(C.c.id, C.c.version, C.c.sha256, C.c.items, C.c.loaded, C.c.loaded_by,
+        rows = conn.execute(select(C.c.id, C.c.version, C.c.sha256, C.c["items"], C.c.loaded, C.c.loaded_by,
                                    C.c.active).order_by(C.c.id.desc())).all()
     return [dict(r._mapping) for r in rows]
