@@ -20,6 +20,7 @@ other institution held nothing at all.  Failures are collected and reported per 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -469,3 +470,145 @@ def test_older_versions_of_a_recoded_sensitive_record_stay_hidden_under_a_grant_
     leaks = {path: [i[0] for i in items if "F32" in i[2]] for path, items in served.items()}
     assert served["read"], "the corrected (non-sensitive) current version is visible under the grant"
     assert leaks == {path: [] for path in served}, f"depression served under a grant without mental-health: {leaks}"
+
+
+# ------------------------------------------------------------------ the CDS read paths (issue 7)
+CDS_NOW = "2026-11-25T12:00:00+08:00"  # grantkit's results are of 2026-11-20: inside a 30-day window
+GLUCOSE = ("http://loinc.org", "14749-6")  # HR-GLU, 30 days, the whole region
+RPR = ("http://loinc.org", "20507-0")  # HR-RPR: a syphilis test, labelled hiv-sti (sensitive)
+CDS_WHO = ("doctor", "nurse", "pharmacist", "colleague", "registration_clerk", "quality_manager")
+
+
+def expected_cards(who: str, state: str) -> set[tuple[str, str]] | None:
+    """The cards of an order of glucose and RPR, written from the issue's rules (item 5): None when
+    the role may not check at all; else (institution, "values" | "hint") per card.  The own
+    institution's glucose is always shown with values (a duplicate-test reminder); the other
+    institution's glucose with values where a grant (or, for the doctor, break-the-glass) opens it,
+    as a hint (item, institution, date) otherwise; a sensitive record (RPR, hiv-sti) never gives a
+    card or a hint; after the unmerge the other institution's records are another Person's."""
+    if who in ("registration_clerk", "quality_manager"):
+        return None
+    out = {("A", "values")}
+    if state == "after-unmerge":
+        return out
+    opened = (who in HOLDERS and state in GRANTED) or (who == "doctor" and state == "break-the-glass")
+    out.add(("B", "values" if opened else "hint"))
+    return out
+
+
+def cds_cell(platform, client, who: str, via: str, run, w: World, hidden: set[str], names: dict[str, str],
+             state: str) -> list[str]:
+    """One cell: the cards ``run()`` answers (status, cards, JSON text) against the rule."""
+    cell = f"[{state} | {who} | {via}]"
+    want = expected_cards(who, state)
+    status, cards, text = run()
+    if want is None:
+        return [] if status == 403 else [f"{cell} expected 403, got {status} {text[:200]}"]
+    if status != 200:
+        return [f"{cell} expected 200, got {status} {text[:300]}"]
+    fails = []
+    got = {(names.get(inst, inst), "values" if shown else "hint") for inst, shown in cards}
+    if got != want:
+        fails.append(f"{cell} cards {sorted(got)}, expected {sorted(want)}")
+    leaked = sorted(h for h in hidden if h and h in text)
+    if leaked:
+        fails.append(f"{cell} the answer names hidden records {leaked}")
+    return fails
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_access_matrix_cds_read_paths(state, platform, client, staff, his_client, make_institution):
+    """The order-time check (issue 7) as another read path of the matrix: through the repository
+    for every role, and over HTTP for the doctor (a CDS Hooks call by the hospital system, with
+    and without the prefetched Patient, i.e. the lookup path) and for the colleague (the JSON API
+    with their own token).  No answer names a record it does not disclose."""
+    from datetime import date as day
+
+    from recogkit import pinned
+
+    from healthlink.errors import Forbidden as Refused
+    from healthlink.recognition.service import Order
+
+    a, b = make_institution(), make_institution()
+    platform.recognition._orgs = None  # the directory cache: see the new institutions now
+    platform.recognition.qualify(ctx(Actor.system("tests")), institution_id=b, item_id="*", basis="eqa",
+                                 valid_from=day(2020, 1, 1))
+    login = staff("doctor", institution=a)
+    prac = platform.accounts.actor_from_token(login.headers["Authorization"][7:]).practitioner_id
+    doctor = actor("doctor", a, username=login.username, practitioner_id=prac)
+    w = build(platform, a, b, doctor_a=doctor)
+    colleague_login = staff("doctor", institution=a)
+    holders = {"doctor": doctor, "nurse": actor("nurse", a), "pharmacist": actor("pharmacist", a)}
+    others = {"colleague": actor("doctor", a, username=colleague_login.username,
+                                 practitioner_id=platform.accounts.actor_from_token(
+                                     colleague_login.headers["Authorization"][7:]).practitioner_id),
+              "registration_clerk": actor("registration_clerk", a), "quality_manager": actor("quality_manager", a)}
+    from grantkit import lab
+
+    rb = platform.repository(ctx(actor("doctor", b)))
+    glu_b = rb.create(lab(w.patient_b, GLUCOSE[1], "Glucose", 5.4), res_type="Observation").stored.res_id
+    rpr_b = rb.create(lab(w.patient_b, RPR[1], "RPR", 0.0), res_type="Observation").stored.res_id
+    platform.repository(ctx(doctor)).create(lab(w.patient_a, GLUCOSE[1], "Glucose", 6.1), res_type="Observation")
+    account = platform.patient_accounts.verify_in_person(platform.db, actor("registration_clerk", a),
+                                                         w.person, w.phone)
+    enter(state, platform, w, holders, account.id)
+    # what a card may name: B's glucose only where disclosed; never B's Patient, its other records, the RPR
+    never = {w.patient_b, w.encounter_b, w.lab_b, w.med_b, w.depression_b, w.hiv_b, rpr_b}
+    names = {a: "A", b: "B"}
+    orders = [Order(*GLUCOSE, order_ref="ServiceRequest/glu"), Order(*RPR, order_ref="ServiceRequest/rpr")]
+
+    def by_repository(who_actor):  # noqa: ANN001, ANN202
+        def run():  # noqa: ANN202
+            try:
+                res = platform.recognition.check(ctx(who_actor), w.patient_a, orders, encounter_id=w.encounter_a)
+            except Refused as exc:
+                return 403, [], exc.message
+            return 200, [(h.institution_id, h.disclosed) for h in res.hits], orjson.dumps(
+                [h.to_json() for h in res.hits]).decode()
+        return run
+
+    def cds(prefetch: bool):  # noqa: ANN202
+        def run():  # noqa: ANN202
+            drafts = [{"resourceType": "ServiceRequest", "id": rid, "status": "draft", "intent": "order",
+                       "code": {"coding": [{"system": s, "code": c}]}}
+                      for rid, (s, c) in (("glu", GLUCOSE), ("rpr", RPR))]
+            body = {"hook": "order-select", "hookInstance": str(uuid.uuid4()),
+                    "context": {"userId": f"Practitioner/{prac}", "patientId": w.patient_a,
+                                "encounterId": w.encounter_a, "selections": ["ServiceRequest/glu", "ServiceRequest/rpr"],
+                                "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}}}
+            if prefetch:
+                body["prefetch"] = {"patient": orjson.loads(platform.repository(ctx(doctor)).read(
+                    "Patient", w.patient_a).content)}
+            r = client.post("/cds-services/healthlink-recognition-select", json=body, headers=his.headers)
+            if r.status_code != 200:
+                return r.status_code, [], r.text
+            # a card's institution, as its detail names it; values shown: the detail's value row
+            cards = [(next((i for i in (a, b) if f"Test {i}" in c["detail"]), "?"), "结果 Value" in c["detail"])
+                     for c in r.json()["cards"]]
+            return 200, cards, r.text
+        return run
+
+    def json_api(headers):  # noqa: ANN001, ANN202
+        def run():  # noqa: ANN202
+            r = client.post("/api/recognition/check", headers=headers, json={
+                "patient": w.patient_a, "encounter": w.encounter_a,
+                "orders": [{"system": s, "code": c} for s, c in (GLUCOSE, RPR)]})
+            if r.status_code != 200:
+                return r.status_code, [], r.text
+            return 200, [(h["institution_id"], h["disclosed"]) for ln in r.json()["lines"] for h in ln["hits"]], r.text
+        return run
+
+    his = his_client(institution=a)
+    runs = [(who, "repository", by_repository(act)) for who, act in {**holders, **others}.items()]
+    runs += [("doctor", "CDS, prefetch", cds(True)), ("doctor", "CDS, lookup", cds(False)),
+             ("colleague", "JSON API", json_api(colleague_login.headers))]
+    for role in ("registration_clerk", "quality_manager"):  # over HTTP too: refused
+        runs.append((role, "JSON API", json_api(staff(role, institution=a).headers)))
+    fails = []
+    with pinned(platform, CDS_NOW):
+        for who, via, run in runs:
+            hidden = set(never)
+            if ("B", "values") not in (expected_cards(who, state) or set()):
+                hidden.add(glu_b)
+            fails += cds_cell(platform, client, who, via, run, w, hidden, names, state)
+    assert not fails, f"{len(fails)} failing CDS cell(s):\n" + "\n".join(fails)

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 import jwt
+import orjson
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy import and_, case, insert, null, select, update
@@ -21,10 +22,11 @@ from sqlalchemy.exc import IntegrityError
 
 from healthlink.access.context import Actor, RequestContext
 from healthlink.access.roles import ROLES, STAFF_ROLES
-from healthlink.access.scopes import parse_scopes
+from healthlink.access.scopes import Scope, parse_scopes
 from healthlink.db import Database
 from healthlink.db import tables as t
-from healthlink.errors import Conflict, Invalid, Unauthorized
+from healthlink.errors import Conflict, Forbidden, Invalid, Issue, Unauthorized
+from healthlink.fhir.store import read_current
 from healthlink.ledger import Agent, AuditRecord, AuditWriter
 
 _hasher = PasswordHasher()
@@ -35,6 +37,9 @@ MAX_FAILED = 5
 LOCK_SECONDS = 300
 ISSUER = "healthlink"
 _CLAIMS_CACHE_MAX = 10_000  # verified tokens kept per process (a few MB at most)
+# a hospital system's userId -> staff actor is kept this long (a disabled account, or one moved to
+# another institution, stops acting through the system within it; tokens live longer)
+STAFF_CACHE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class AccountService:
         self.key = key
         self.ttl = ttl
         self._claims_cache: dict[str, dict] = {}
+        self._staff_cache: dict[tuple, tuple[float, Actor]] = {}
 
     # -------------------------------------------------------------- tokens
     def _issue(self, claims: dict) -> TokenIssued:
@@ -234,6 +240,78 @@ class AccountService:
         self.audit.record(AuditRecord("token", agent))
         return self._issue({"sub": client_id, "knd": "client", "name": row.display_name,
                             "ins": row.institution_id, "roles": ["his_client"], "scope": scope_text})
+
+
+    # -------------------------------------------------------------- staff acting through a client
+    def actor_for_practitioner(self, client: Actor, user_id: str) -> Actor:
+        """The staff member a hospital system (``client``, a machine client's actor) names as the
+        acting user: ``Practitioner/<id>`` or ``PractitionerRole/<id>`` (CDS Hooks
+        ``context.userId``).  A PractitionerRole is read from the store and, when it is a role at
+        the client's institution (held by it or naming it as ``organization``), stands for its
+        ``practitioner``.  The account must be active and at the client's institution; anything
+        else is refused with 403 that does not tell whether the practitioner exists elsewhere.
+        An answer is kept :data:`STAFF_CACHE_SECONDS` (a CDS call must be quick).
+
+        The actor is the staff user's (kind ``user``, the username as subject, so that grants,
+        which are held by username, apply; the user's roles and department), its display names
+        the client, and its scopes are the client's narrowed to ``user/`` (a user acting through
+        a system gets no more than the system was given)."""
+        if client.kind != "client" or not client.institution_id:
+            raise Forbidden("only a hospital system (client credentials) may act for its staff")
+        key = (client.subject, client.institution_id, client.scopes, user_id)
+        hit = self._staff_cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        kind, _, ident = (user_id or "").partition("/")
+        if kind not in ("Practitioner", "PractitionerRole") or not ident or "/" in ident or len(ident) > 64:
+            raise Invalid(f"userId {user_id!r} must be Practitioner/<id> or PractitionerRole/<id>",
+                          [Issue("invalid", "must be Practitioner/<id> or PractitionerRole/<id>",
+                                 ("context.userId",))])
+        with self.db.read() as conn:
+            if kind == "PractitionerRole":
+                stored = read_current(conn, "PractitionerRole", ident)
+                ref = ""
+                if stored is not None and not stored.deleted and stored.content:
+                    role = orjson.loads(stored.content)
+                    org = (role.get("organization") or {}).get("reference")
+                    # the role is one at the client's institution (held by it, or naming it)
+                    if stored.institution_id == client.institution_id or org == f"Organization/{client.institution_id}":
+                        ref = (role.get("practitioner") or {}).get("reference") or ""
+                if not ref.startswith("Practitioner/"):
+                    raise Forbidden(f"{user_id} is not a member of staff of {client.institution_id}")
+                ident = ref.split("/", 1)[1]
+            ua = t.user_account
+            row = conn.execute(select(ua).where(ua.c.practitioner_id == ident,
+                                                ua.c.institution_id == client.institution_id,
+                                                ua.c.active.is_(True)).order_by(ua.c.id).limit(1)).first()
+        if row is None:
+            raise Forbidden(f"{user_id} is not an active member of staff of {client.institution_id}")
+        actor = self._staff_through(client, row)
+        if len(self._staff_cache) >= _CLAIMS_CACHE_MAX:
+            self._staff_cache.clear()
+        self._staff_cache[key] = (time.monotonic() + STAFF_CACHE_SECONDS, actor)
+        return actor
+
+    def actor_for_username(self, client: Actor, username: str) -> Actor:
+        """As :meth:`actor_for_practitioner`, for the staff account ``username`` (e.g. the
+        practitioner recorded on an earlier reminder)."""
+        if client.kind != "client" or not client.institution_id:
+            raise Forbidden("only a hospital system (client credentials) may act for its staff")
+        with self.db.read() as conn:
+            ua = t.user_account
+            row = conn.execute(select(ua).where(ua.c.username == username,
+                                                ua.c.institution_id == client.institution_id,
+                                                ua.c.active.is_(True))).first()
+        if row is None:
+            raise Forbidden(f"{username!r} is not an active member of staff of {client.institution_id}")
+        return self._staff_through(client, row)
+
+    @staticmethod
+    def _staff_through(client: Actor, row) -> Actor:  # noqa: ANN001
+        scopes = tuple(Scope("user", s.res_type, s.ops) for s in client.scopes if s.context == "system")
+        return Actor(kind="user", subject=row.username, display=f"{row.display_name} (via {client.subject})",
+                     institution_id=row.institution_id, roles=frozenset(row.roles.split()),
+                     scopes=scopes, practitioner_id=row.practitioner_id, department_id=row.department_id)
 
 
 def context_for_cli(actor: Actor) -> RequestContext:

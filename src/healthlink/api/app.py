@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from healthlink import __version__
 from healthlink.api import errors
+from healthlink.api.cds_routes import router as cds_router
 from healthlink.api.empi_routes import router as empi_router
 from healthlink.api.fhir_routes import router as fhir_router
 from healthlink.api.grant_routes import patient_router as patient_grant_router
@@ -20,6 +21,7 @@ from healthlink.api.ledger_routes import router as ledger_router
 from healthlink.api.middleware import JsonFormatter, Metrics, RequestMiddleware
 from healthlink.api.patient_routes import router as patient_router
 from healthlink.api.platform_routes import router as platform_router
+from healthlink.api.recognition_routes import router as recognition_router
 from healthlink.runtime import Platform
 from healthlink.settings import Settings
 from healthlink.web import router as web_router
@@ -65,6 +67,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(grant_router)
     app.include_router(patient_grant_router)
     app.include_router(ledger_router)
+    app.include_router(cds_router)  # /cds-services (CDS Hooks 2.0, docs/cds-hooks.md)
+    app.include_router(recognition_router)
     app.include_router(import_router)  # before fhir_router, whose /{res_type} would take $import
     app.include_router(fhir_router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics,  # type: ignore[arg-type]
