@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 
 from healthlink.access import RequestContext
+from healthlink.access import roles as R
 from healthlink.errors import HealthLinkError, Invalid, NotFound, Unauthorized
 from healthlink.identity import Review
 from healthlink.web import i18n, review, session, summary, uploads
@@ -112,7 +113,8 @@ def patients(request: Request, name: str = "", identifier: str = "", birthdate: 
 def patient(request: Request, patient_id: str) -> Response:
     ctx = session.context(request)
     repo = request.app.state.platform.repository(ctx)
-    return render(request, "patient.html", ctx=ctx, p=summary.patient_summary(repo, patient_id))
+    return render(request, "patient.html", ctx=ctx, p=summary.patient_summary(repo, patient_id),
+                  can_order=R.allowed(ctx.actor.roles, "ServiceRequest", "c"))
 
 
 @router.get("/uploads")

@@ -89,6 +89,9 @@ def _can_upload(roles: frozenset[str]) -> bool:
     return R.allowed(roles, "Patient", "c") or "system_admin" in roles
 
 
+#: who is offered the recognition rates page (issue 7; ``Recognition.rates`` decides what they see)
+RECOGNITION_RATES_ROLES = frozenset({"quality_manager", "health_commission_leader", "institution_manager"})
+
 NAV: list[tuple[str, str, Callable[[frozenset[str]], bool]]] = [
     ("/", N_("Home"), lambda roles: True),
     ("/patients", N_("Patients"), _can_search_patients),
@@ -97,6 +100,7 @@ NAV: list[tuple[str, str, Callable[[frozenset[str]], bool]]] = [
     ("/health-code/scan", N_("Scan health code"), lambda roles: R.allowed(roles, "Patient", "c")),
     ("/review", N_("EMPI review"), R.may_review_identity),
     ("/review/break-glass", N_("Break-the-glass review"), lambda roles: "quality_manager" in roles),
+    ("/recognition/rates", N_("Recognition rates"), lambda roles: bool(roles & RECOGNITION_RATES_ROLES)),
     ("/desk/consents", N_("Consent at the desk"), lambda roles: "registration_clerk" in roles),
     ("/audit", N_("Audit log"), lambda roles: "audit_admin" in roles),
     ("/ledger", N_("Ledger"), lambda roles: "audit_admin" in roles),

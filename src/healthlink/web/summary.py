@@ -11,6 +11,7 @@ from healthlink.demo import REFERRAL_PARENT, TIER
 from healthlink.errors import Forbidden
 from healthlink.fhir.store import Stored
 from healthlink.web.i18n import N_
+from healthlink.web.session import RECOGNITION_RATES_ROLES
 
 RECENT = 10  # rows per section of the patient summary
 DIRECTORY_PAGE = 500  # Organizations per search page of the directory
@@ -47,6 +48,10 @@ def home_cards(roles: frozenset[str]) -> list[Card]:
         cards.append(Card("/review/break-glass", N_("Break-the-glass review"),
                           N_("Review emergency accesses to other institutions' records opened without "
                              "the patient's authorisation.")))
+    if roles & RECOGNITION_RATES_ROLES:
+        cards.append(Card("/recognition/rates", N_("Recognition rates"),
+                          N_("Mutual recognition of results: retrieval and recognition rates, savings and "
+                             "the reasons for testing again, by institution, department, item, tier and month.")))
     if "registration_clerk" in roles:
         cards.append(Card("/desk/consents", N_("Consent at the desk"),
                           N_("Record the signed consent of a patient without a phone to a doctor's "
