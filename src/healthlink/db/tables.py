@@ -581,3 +581,5 @@ recognition_event = Table(
 Index("ix_recognition_event_at", recognition_event.c.at, recognition_event.c.kind)
 Index("ix_recognition_event_check", recognition_event.c.check_id)
 Index("ix_recognition_event_inst", recognition_event.c.institution_id, recognition_event.c.at)
+Index("ix_recognition_event_order", recognition_event.c.patient_id, recognition_event.c.order_ref)
+Index("ix_recognition_event_card", recognition_event.c.card_id)

@@ -72,6 +72,8 @@ def upgrade() -> None:
     op.create_index('ix_recognition_event_at', 'recognition_event', ['at', 'kind'], unique=False)
     op.create_index('ix_recognition_event_check', 'recognition_event', ['check_id'], unique=False)
     op.create_index('ix_recognition_event_inst', 'recognition_event', ['institution_id', 'at'], unique=False)
+    op.create_index('ix_recognition_event_order', 'recognition_event', ['patient_id', 'order_ref'], unique=False)
+    op.create_index('ix_recognition_event_card', 'recognition_event', ['card_id'], unique=False)
 
 
 def downgrade() -> None:
