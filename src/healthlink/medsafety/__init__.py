@@ -2,4 +2,8 @@
 
 Capability layer (no HTTP), beside ``recognition``: below ``ingest``, above ``identity``,
 ``consent`` and ``access``.
+
+``knowledge.py``: the knowledge base as data (drugs and the local drug dictionary,
+interactions, allergy cross-sensitivity groups, duplicate-therapy classes, dose limits), loaded
+from the versioned ``data/knowledge-v1.json`` and extendable by a region (``merge``).
 """
