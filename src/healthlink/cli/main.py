@@ -1,4 +1,5 @@
-"""``healthlink`` command line: serve, db upgrade, user add, client add, demo, sms outbox, witness."""
+"""``healthlink`` command line: serve, db upgrade, user add, client add, demo, sms outbox, witness,
+ledger, recognition."""
 
 from __future__ import annotations
 
@@ -218,10 +219,17 @@ def demo(
     seed: int = typer.Option(1, "--seed", help="Random seed; the same seed gives the same region."),
     out: str = typer.Option(None, "--out", help="Write NDJSON files and ground-truth.csv to this "
                                                  "directory instead of the database."),
+    replay_days: int = typer.Option(0, "--replay-days", min=0, max=366,
+                                    help="Then replay this many days of ordering with mutual recognition "
+                                         "(e.g. 30; once per database; docs/demo-region.md)."),
+    replay_month: bool = typer.Option(False, "--replay-month", help="The same as --replay-days 30."),
+    replay_orders: int = typer.Option(2_700, "--replay-orders", min=1,
+                                      help="Order lines of catalogue items in the replay."),
 ) -> None:
     """Migrate, seed the demo logins and load the generated region (docs/demo-region.md) unless
     the database already holds it; a load cut short is finished.  With --out: write the
-    region's files instead."""
+    region's files instead.  With --replay-days: replay a month of ordering (mutual recognition:
+    checks, reminders, adoptions, declines), so the rates page has figures."""
     from pathlib import Path
 
     from healthlink import demogen
@@ -239,10 +247,41 @@ def demo(
     try:
         upgrade(plat.db)
         _demo_region(plat, n, seed)
+        days = 30 if replay_month and not replay_days else replay_days
+        if days:
+            _demo_replay(plat, days, replay_orders, seed)
     except HealthLinkError as exc:
         _fail(exc)
     finally:
         plat.close()
+
+
+def _demo_replay(plat, days: int, orders: int, seed: int) -> None:  # noqa: ANN001
+    """``healthlink demo --replay-days``: a month of ordering (healthlink.demogen.replay)."""
+    from healthlink.demogen.replay import replay
+
+    with console.status(f"replaying {days} days of ordering ({orders:,} order lines) …") as status:
+        try:
+            r = replay(plat, days=days, orders=orders, seed=seed,
+                       progress=lambda done, total: status.update(f"replay: visit {done:,} of {total:,}"))
+        except KeyboardInterrupt:
+            err.print("[red]interrupted:[/red] the replay is partly written (whole visits); a new run replays "
+                      "a fresh month on top of it")
+            raise typer.Exit(130) from None
+    if r.present:
+        console.print(f"demo replay already present: {r.since} to {r.until}, {r.orders:,} orders, "
+                      f"{r.adopted:,} adopted, {r.declined:,} declined, savings {r.savings_yuan:,} yuan; "
+                      "nothing replayed", highlight=False, soft_wrap=True)
+        return
+    console.print(
+        f"demo replay {r.since} to {r.until}: {r.visits:,} visits, {r.orders:,} orders of catalogue items, "
+        f"{r.found:,} with a recognisable result (retrieval {r.retrieval_rate:.1%}), {r.reminded:,} reminders, "
+        f"{r.adopted:,} adopted (recognition {r.recognition_rate:.1%}), {r.declined:,} declined, "
+        f"savings {r.savings_yuan:,} yuan; {r.results_written:,} result resources, {r.grants:,} in-person "
+        f"grants, {r.seconds:.0f} s", highlight=False, soft_wrap=True)
+    if r.reasons:
+        console.print("decline reasons: " + ", ".join(f"{k} {v}" for k, v in r.reasons.most_common()),
+                      highlight=False, soft_wrap=True)
 
 
 @app.command("ingest")
@@ -560,6 +599,99 @@ def ledger_vkey() -> None:
     from healthlink.ledger import setup as ls
 
     console.print(ls.signer(_ledger_settings()).vkey, highlight=False, soft_wrap=True)
+
+
+recognition_app = typer.Typer(help="Mutual recognition of results: the catalogue and qualified issuers.",
+                              no_args_is_help=True)
+app.add_typer(recognition_app, name="recognition")
+
+
+@recognition_app.command("load")
+def recognition_load(path: Path = typer.Argument(..., help="The region's catalogue file (JSON, docs/recognition.md).")
+                     ) -> None:
+    """Validate a catalogue file and put it in force (stored with its version and SHA-256; loading the
+    same file again changes nothing).  Running servers take it up at their next start."""
+    from healthlink.recognition import store
+
+    plat = _platform(_settings())
+    try:
+        cat, new = store.load(plat.db, path, by=f"cli:{getpass.getuser()}")
+    except HealthLinkError as exc:
+        for issue in exc.issues or []:
+            err.print(f"  {issue.diagnostics}", highlight=False, soft_wrap=True)
+        _fail(exc)
+    finally:
+        plat.close()
+    console.print(f"catalogue version {cat.version}: {len(cat.items)} items "
+                  f"({'now in force' if new else 'already in force, unchanged'})")
+
+
+@recognition_app.command("catalogue")
+def recognition_catalogue() -> None:
+    """The catalogue in force and those loaded before it."""
+    from datetime import datetime, timezone
+
+    from healthlink.recognition import store
+
+    plat = _platform(_settings())
+    try:
+        plat.recognition.catalogue  # noqa: B018 - stores the bundled default on first use
+        rows = store.history(plat.db)
+    finally:
+        plat.close()
+    for r in rows:
+        when = datetime.fromtimestamp(r["loaded"] / 1e6, timezone.utc).isoformat(timespec="seconds")
+        console.print(f"{'*' if r['active'] else ' '} version {r['version']}  {r['items']} items  "
+                      f"sha256 {r['sha256'][:16]}  loaded {when} by {r['loaded_by']}", highlight=False, soft_wrap=True)
+
+
+@recognition_app.command("qualify")
+def recognition_qualify(
+    institution: str = typer.Option(..., help="Organization id of the issuing institution."),
+    item: str = typer.Option("*", help="Catalogue item id (e.g. HR-K), or * for every item."),
+    basis: str = typer.Option("eqa", help="eqa (external quality assessment) or qc-centre."),
+    valid_from: str = typer.Option(..., "--from", help="First day qualified (YYYY-MM-DD)."),
+    valid_to: str | None = typer.Option(None, "--to", help="Last day qualified (YYYY-MM-DD); default open."),
+    reference: str | None = typer.Option(None, help="Certificate or EQA round."),
+) -> None:
+    """Record that an institution passed quality control for an item: only results it issued on days it
+    was qualified are recognised elsewhere."""
+    from datetime import date
+
+    from healthlink.access import RequestContext
+    from healthlink.access.context import Actor
+
+    try:
+        start = date.fromisoformat(valid_from)
+        end = date.fromisoformat(valid_to) if valid_to else None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] dates are YYYY-MM-DD: {exc}")
+        raise typer.Exit(2) from None
+    plat = _platform(_settings())
+    try:
+        q = plat.recognition.qualify(RequestContext(actor=Actor.system(f"cli:{getpass.getuser()}"), address="local",
+                                                    purpose_of_use="HOPERAT"),
+                                     institution_id=institution, item_id=item, basis=basis, valid_from=start,
+                                     valid_to=end, reference=reference)
+    except HealthLinkError as exc:
+        _fail(exc)
+    finally:
+        plat.close()
+    console.print(f"{q.institution_id} qualified for {q.item_id} ({q.basis}) from {q.valid_from}"
+                  f"{' to ' + str(q.valid_to) if q.valid_to else ''}")
+
+
+@recognition_app.command("qualifications")
+def recognition_qualifications(institution: str | None = typer.Option(None, help="Only this institution.")) -> None:
+    """List the recorded qualifications."""
+    plat = _platform(_settings())
+    try:
+        rows = plat.recognition.qualifications(institution)
+    finally:
+        plat.close()
+    for q in rows:
+        console.print(f"{q.institution_id}  {q.item_id}  {q.basis}  {q.valid_from} .. {q.valid_to or 'open'}"
+                      f"{'  ' + q.reference if q.reference else ''}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
