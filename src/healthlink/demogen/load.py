@@ -93,9 +93,15 @@ def write_directory(platform: Platform) -> int:
 
 def seed_demo(platform: Platform) -> bool:
     """The region's directory, then the demo logins at its institutions
-    (:func:`healthlink.demo.seed`); returns False if the logins were all there."""
+    (:func:`healthlink.demo.seed`) and the institutions' recognition qualifications
+    (:func:`healthlink.demogen.recognition.seed_qualifications`, only those missing); returns
+    False if the logins were all there."""
+    from healthlink.demogen.recognition import seed_qualifications
+
     write_directory(platform)
-    return demo.seed(platform)
+    made = demo.seed(platform)
+    seed_qualifications(platform)
+    return made
 
 
 def load_region(platform: Platform, opts: Options, *,
