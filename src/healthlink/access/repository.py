@@ -14,7 +14,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import Connection, and_, false, or_, select, true
+from sqlalchemy import Connection, and_, exists, false, or_, select, true
 
 from healthlink.access import grants as G
 from healthlink.access import roles as R
@@ -44,6 +44,12 @@ NOT_STORED = {
 OPS = {"read": "r", "vread": "r", "history-instance": "r", "history-type": "s", "search-type": "s",
        "create": "c", "update": "u", "delete": "d", "everything": "r"}
 
+
+#: Repository.medication_context: what counts as a current medication, and the body-weight codes
+MEDICATION_CONTEXT_TYPES = ("MedicationRequest", "MedicationStatement", "AllergyIntolerance", "Observation")
+CURRENT_REQUEST_STATUS = frozenset({"active", "on-hold"})
+CURRENT_STATEMENT_STATUS = frozenset({"active"})
+BODY_WEIGHT_CODES = frozenset({"http://loinc.org|29463-7", "http://loinc.org|3141-9"})
 
 #: data classes whose records give a hint without a grant (Repository.outside_summary)
 HINT_CLASSES = ("laboratory", "imaging", "medications", "allergies", "conditions", "procedures")
@@ -540,33 +546,25 @@ class Repository:
             if not self._can_see(p):
                 raise self._unknown("operation", "Patient", patient_id, p)
             person = conn.execute(select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
-            patients = [patient_id] if person is None else sorted(
-                conn.execute(select(pl.c.patient_id).where(pl.c.person_id == person)).scalars())
-            # the Person's rows first (a few hundred at most), then their codes and dates by rid
-            rows = conn.execute(select(r.c.rid, r.c.res_type).where(
-                r.c.patient_id.in_(patients), r.c.deleted == false(),
+            # one statement: the Person's rows of the types, coded as asked (or a study), dated since
+            coded = or_(*(and_(tok.c.system == sy, tok.c.code == co) for sy, co in sorted(set(codes)))) \
+                if codes else false()
+            wanted = exists(select(1).select_from(tok).where(tok.c.rid == r.c.rid, tok.c.param == "code", coded))
+            if studies:
+                wanted = or_(r.c.res_type == "ImagingStudy", wanted)
+            recent = exists(select(1).select_from(dt).where(dt.c.rid == r.c.rid, dt.c.param.in_(("date", "started")),
+                                                            dt.c.high >= since_us))
+            hidden_col = (G._label("_sensitive", self.s.sensitive) if self.s.sensitive else false()).label("hidden")
+            rows = [] if not (codes or studies) else conn.execute(select(r, hidden_col).where(
+                r.c.patient_id.in_(select(pl.c.patient_id).where(pl.c.person_id == person)) if person is not None
+                else r.c.patient_id == patient_id,
+                r.c.deleted == false(),
                 r.c.res_type.in_(("Observation", "DiagnosticReport", "ImagingStudy") if studies
-                                 else ("Observation", "DiagnosticReport")))).all()
-            rids = [x.rid for x in rows if x.res_type != "ImagingStudy"]
-            wanted: set[int] = set()
-            if rids and codes:
-                keys = set(codes)
-                for rid, system, code in conn.execute(select(tok.c.rid, tok.c.system, tok.c.code).where(
-                        tok.c.rid.in_(rids), tok.c.param == "code", tok.c.code.in_({c for _, c in keys}))):
-                    if (system, code) in keys:
-                        wanted.add(rid)
-            wanted |= {x.rid for x in rows if x.res_type == "ImagingStudy"}
-            if wanted:
-                recent = set(conn.execute(select(dt.c.rid).where(
-                    dt.c.rid.in_(sorted(wanted)), dt.c.param.in_(("date", "started")),
-                    dt.c.high >= since_us)).scalars())
-                found = [store.row_to_stored(x) for x in conn.execute(
-                    select(r).where(r.c.rid.in_(sorted(recent)))).all()] if recent else []
-                hidden = set()
-                if self.s.sensitive and found:
-                    hidden = set(conn.execute(select(tok.c.rid).where(
-                        tok.c.rid.in_([s.rid for s in found]), tok.c.param == "_sensitive",
-                        tok.c.system == LABEL_SYSTEM, tok.c.code.in_(sorted(self.s.sensitive)))).scalars())
+                                 else ("Observation", "DiagnosticReport")),
+                wanted, recent)).all()
+            if rows:
+                found = [store.row_to_stored(x) for x in rows]
+                hidden = {x.rid for x in rows if x.hidden}
                 served = self._served(conn, found)
                 for s, shown in zip(found, served, strict=True):
                     if shown is not None:
@@ -575,6 +573,86 @@ class Repository:
                         out.append((s, False))
         rec = self._record("operation", [s for s, shown in out if shown],
                            query=f"Patient/{patient_id}/$recognition-check")
+        rec.patients.add(patient_id)
+        self.s.audit.record(rec)
+        return person, out
+
+    def medication_context(self, patient_id: str) -> tuple[str | None, list[tuple[Stored, bool]]]:
+        """What the order-time medication check (issue 8) needs of the Person behind the actor's
+        Patient ``patient_id``, from every institution: current MedicationRequests (status
+        ``active`` or ``on-hold``; drafts, completed, stopped, cancelled and entered-in-error ones
+        are not current), MedicationStatements (``active``), AllergyIntolerances (clinical status
+        ``active`` or not given, and verification status neither ``refuted`` nor
+        ``entered-in-error``); body-weight Observations (LOINC 29463-7 / 3141-9, final, amended
+        or corrected) only where disclosed; and, first, the Patient ``patient_id`` itself (its
+        birth date), so the check needs no second audited read.
+
+        Returns ``(person_id, [(record, disclosed)])`` with the rule of :meth:`result_candidates`:
+        ``disclosed`` for the ordering institution's own records and another institution's that an
+        active grant covers; the others only for the caller to say *that* an interacting drug or
+        an allergy is recorded at an institution on a date.  Records carrying a sensitive category
+        in force that no grant covers are left out.  One audit record names the patient, the
+        disclosed records and the grants used."""
+        self._require("Patient", "read", audit=True)
+        a = self.actor
+        if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
+            raise Forbidden("only a doctor, nurse or pharmacist checks a patient's medication at order time")
+        pl, tok, r = t.person_link, t.idx_token, t.resource
+        out: list[tuple[Stored, bool]] = []
+        with self.s.db.read() as conn:
+            self._load_grants(conn)
+            p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
+            if not self._can_see(p):
+                raise self._unknown("operation", "Patient", patient_id, p)
+            out.append((p, True))
+            person = conn.execute(select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
+            patients = [patient_id] if person is None else sorted(
+                conn.execute(select(pl.c.patient_id).where(pl.c.person_id == person)).scalars())
+            # the Person's rows of these types (a few hundred at most), then their status tokens by rid
+            rows = conn.execute(select(r.c.rid, r.c.res_type).where(
+                r.c.patient_id.in_(patients), r.c.deleted == false(),
+                r.c.res_type.in_(MEDICATION_CONTEXT_TYPES))).all()
+            kinds = {x.rid: x.res_type for x in rows}
+            toks: dict[int, dict[str, set[str]]] = {}
+            if kinds:
+                for rid, param, system, code in conn.execute(select(tok.c.rid, tok.c.param, tok.c.system, tok.c.code).where(
+                        tok.c.rid.in_(sorted(kinds)),
+                        tok.c.param.in_(("status", "clinical-status", "verification-status", "code")))):
+                    key = f"{system}|{code}" if param == "code" else code
+                    toks.setdefault(rid, {}).setdefault(param, set()).add(key)
+            wanted: list[int] = []
+            weights: set[int] = set()
+            for rid, rt in kinds.items():
+                got = toks.get(rid, {})
+                status = got.get("status", set())
+                if rt == "MedicationRequest" and status & CURRENT_REQUEST_STATUS:
+                    wanted.append(rid)
+                elif rt == "MedicationStatement" and status & CURRENT_STATEMENT_STATUS:
+                    wanted.append(rid)
+                elif rt == "AllergyIntolerance":
+                    clinical = got.get("clinical-status", set())
+                    if (not clinical or "active" in clinical) and not (
+                            got.get("verification-status", set()) & {"refuted", "entered-in-error"}):
+                        wanted.append(rid)
+                elif rt == "Observation" and got.get("code", set()) & BODY_WEIGHT_CODES \
+                        and status & {"final", "amended", "corrected"}:
+                    wanted.append(rid)
+                    weights.add(rid)
+            found = [store.row_to_stored(x) for x in conn.execute(
+                select(r).where(r.c.rid.in_(sorted(wanted))).order_by(r.c.rid)).all()] if wanted else []
+            hidden: set[int] = set()
+            if self.s.sensitive and found:
+                hidden = set(conn.execute(select(tok.c.rid).where(
+                    tok.c.rid.in_([s.rid for s in found]), tok.c.param == "_sensitive",
+                    tok.c.system == LABEL_SYSTEM, tok.c.code.in_(sorted(self.s.sensitive)))).scalars())
+            served = self._served(conn, found)
+            for s, shown in zip(found, served, strict=True):
+                if shown is not None:
+                    out.append((shown, True))
+                elif s.rid not in hidden and s.rid not in weights:
+                    out.append((s, False))
+        rec = self._record("operation", [s for s, shown in out if shown],
+                           query=f"Patient/{patient_id}/$medication-check")
         rec.patients.add(patient_id)
         self.s.audit.record(rec)
         return person, out

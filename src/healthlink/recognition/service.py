@@ -55,6 +55,8 @@ CHANNELS = ("cds", "api", "web", "demo")
 TIER_SYSTEM = "https://healthlink.example.org/fhir/CodeSystem/institution-tier"
 CONSORTIUM_SYSTEM = "https://healthlink.example.org/fhir/CodeSystem/county-medical-consortium"
 TIER_RANK = {"township": 1, "county": 2, "prefecture": 3}
+#: how long a process keeps the qualifications it read (another process's new ones count after this)
+QUAL_CACHE_S = 60.0
 #: a draft order checked again within a day keeps its first check (order-select, then order-sign)
 DEDUPE_US = 24 * 3600 * 1_000_000
 #: the tag on a recognised external result written into the ordering encounter
@@ -183,6 +185,7 @@ class Recognition:
         self.tz = tz
         self._clock = clock or (lambda: datetime.now().astimezone())
         self._orgs: tuple[float, dict[str, Institution]] | None = None
+        self._qual_cache: tuple[float, dict[str, list[Qualification]]] | None = None
 
     @property
     def catalogue(self) -> Catalogue:
@@ -285,8 +288,7 @@ class Recognition:
         me = self._institution(ctx.actor.institution_id)
         studies = {s.res_id: (s, shown) for s, shown in cands if s.res_type == "ImagingStudy"}
         results = [(s, shown, s.json()) for s, shown in cands if s.res_type != "ImagingStudy"]
-        with self.s.db.read() as conn:
-            quals = self._quals(conn, {s.institution_id for s, _, _ in results if s.institution_id})
+        quals = self._quals({s.institution_id for s, _, _ in results if s.institution_id})
         for ln in lines:
             if ln.item is None:
                 continue
@@ -375,14 +377,18 @@ class Recognition:
                 hit.value = body.get("conclusion")
         return hit
 
-    def _quals(self, conn: Connection, institutions: set[str]) -> dict[str, list[Qualification]]:
-        q = t.recognition_qualification
-        out: dict[str, list[Qualification]] = {}
-        if not institutions:
-            return out
-        for r in conn.execute(select(q).where(q.c.institution_id.in_(sorted(institutions)))):
-            out.setdefault(r.institution_id, []).append(_qual(r))
-        return out
+    def _quals(self, institutions: set[str]) -> dict[str, list[Qualification]]:
+        """The qualifications of ``institutions``: all of them are read once a minute per process
+        (a region has a few thousand rows at most); :meth:`qualify` refreshes at once."""
+        cached = self._qual_cache
+        if cached is None or time.monotonic() - cached[0] >= QUAL_CACHE_S:
+            q = t.recognition_qualification
+            every: dict[str, list[Qualification]] = {}
+            with self.s.db.read() as conn:
+                for r in conn.execute(select(q)):
+                    every.setdefault(r.institution_id, []).append(_qual(r))
+            cached = self._qual_cache = (time.monotonic(), every)
+        return {i: cached[1][i] for i in institutions if i in cached[1]}
 
     def _base_event(self, ctx: RequestContext, me: Institution, channel: str, patient_id: str,
                     person_id: str | None, encounter_id: str | None) -> dict[str, Any]:
@@ -393,20 +399,25 @@ class Recognition:
                 "username": a.subject, "patient_id": patient_id, "person_id": person_id,
                 "encounter_id": encounter_id}
 
-    def _earlier(self, conn: Connection, ctx: RequestContext, patient_id: str, order_ref: str,
-                 at: int) -> tuple[str, dict[tuple[str, bool], str]] | None:
-        """The check of the same draft order made in the last day (``order-select`` then
-        ``order-sign``, or the order selected again) and its reminders (source -> card id)."""
+    def _earlier(self, conn: Connection, ctx: RequestContext, patient_id: str, refs: list[str],
+                 at: int) -> dict[str, tuple[str, dict[tuple[str, bool], str]]]:
+        """The checks of the same draft orders made in the last day (``order-select`` then
+        ``order-sign``, or the order selected again) and their reminders ((source, disclosed) ->
+        card id), by draft order; two statements for all the lines."""
         e = t.recognition_event
-        row = conn.execute(select(e.c.check_id).where(
-            e.c.institution_id == ctx.actor.institution_id, e.c.patient_id == patient_id,
-            e.c.order_ref == order_ref, e.c.kind == CHECKED, e.c.at >= at - DEDUPE_US)
-            .order_by(e.c.at.desc()).limit(1)).first()
-        if row is None:
-            return None
-        cards = {(src, bool(shown)): cid for src, shown, cid in conn.execute(
-            select(e.c.source_ref, e.c.disclosed, e.c.id).where(e.c.check_id == row.check_id, e.c.kind == REMINDED))}
-        return row.check_id, cards
+        latest: dict[str, tuple[int, str]] = {}
+        for ref, check_id, when in conn.execute(select(e.c.order_ref, e.c.check_id, e.c.at).where(
+                e.c.patient_id == patient_id, e.c.order_ref.in_(sorted(set(refs))), e.c.kind == CHECKED,
+                e.c.institution_id == ctx.actor.institution_id, e.c.at >= at - DEDUPE_US)):
+            if ref not in latest or when > latest[ref][0]:
+                latest[ref] = (when, check_id)
+        if not latest:
+            return {}
+        cards: dict[str, dict[tuple[str, bool], str]] = {cid: {} for _, cid in latest.values()}
+        for check_id, src, shown, cid in conn.execute(select(e.c.check_id, e.c.source_ref, e.c.disclosed, e.c.id).where(
+                e.c.check_id.in_(sorted(cards)), e.c.kind == REMINDED)):
+            cards[check_id][(src, bool(shown))] = cid
+        return {ref: (cid, cards[cid]) for ref, (_, cid) in latest.items()}
 
     def _record_check(self, ctx: RequestContext, result: CheckResult, encounter_id: str | None,
                       channel: str, me: Institution) -> None:
@@ -421,10 +432,7 @@ class Recognition:
         found_later: list[str] = []
         if refs:
             with self.s.db.read() as conn:
-                for ref in refs:
-                    got = self._earlier(conn, ctx, result.patient_id, ref, at)
-                    if got is not None:
-                        earlier[ref] = got
+                earlier = self._earlier(conn, ctx, result.patient_id, refs, at)
         for ln in result.lines:
             if ln.item is None:
                 continue
@@ -709,6 +717,7 @@ class Recognition:
                 institution_id=institution_id, item_id=item_id, basis=basis, valid_from=valid_from,
                 valid_to=valid_to, reference=reference, recorded=now_us(), recorded_by=a.subject)
                 .returning(q.c.id)).scalar_one()
+        self._qual_cache = None  # after the commit: the next check reads it
         return Qualification(qid, institution_id, item_id, basis, valid_from, valid_to, reference)
 
     def qualifications(self, institution_id: str | None = None) -> list[Qualification]:
