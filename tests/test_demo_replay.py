@@ -105,3 +105,41 @@ def test_qualification_plan_covers_hospitals_most_townships_and_one_expiry() -> 
     assert not {"HR-P-LFT", "HR-CT-CHEST"} & set(basics)
     assert all(cat.by_id(b) is not None for b in basics)
     assert len(plan) == len({(q.institution_id, q.item_id) for q in plan})  # no duplicates
+
+
+def test_the_demo_patient_has_recent_results_to_recognise(fresh_db: str) -> None:
+    from typer.testing import CliRunner
+
+    from healthlink.access import RequestContext
+    from healthlink.access.context import Actor
+    from healthlink.access.scopes import parse_scopes
+    from healthlink.cli.main import app
+    from healthlink.demo import demo_logins, demo_patient
+    from healthlink.recognition.service import Order
+    from healthlink.runtime import Platform
+    from healthlink.settings import load_settings
+
+    r = CliRunner().invoke(app, ["demo", "--patients", "300"])
+    assert r.exit_code == 0, _said(r)
+    assert "demo patient's recent results at" in _said(r)
+    again = CliRunner().invoke(app, ["demo", "--patients", "300"])
+    assert again.exit_code == 0 and "demo patient's recent results at" in _said(again)
+    plat = Platform.start(load_settings().model_copy(update={"ledger_sequencer": False}))
+    try:
+        dp = demo_patient(plat)
+        assert dp is not None
+        home = demo_logins()[0].institution
+        doctor = Actor("user", "doctor", "doctor", home, frozenset({"doctor"}), parse_scopes("user/*.cruds"),
+                       practitioner_id="demo-doctor")
+        res = plat.recognition.check(RequestContext(actor=doctor), dp.patient_id,
+                                     [Order("http://loinc.org", "2823-3"), Order("http://loinc.org", "24627-2")],
+                                     encounter_id=dp.encounter_id, record=False)
+        got = {(ln.item.id, h.disclosed, h.institution_id != home) for ln in res.lines for h in ln.hits}
+        # without the patient's authorisation: hints (item, institution, date) from another institution
+        assert ("HR-K", False, True) in got and ("HR-CT-CHEST", False, True) in got
+        with plat.db.read() as conn:
+            n = conn.execute(select(func.count()).select_from(t.resource)
+                             .where(t.resource.c.res_id.like("demo-recent-%"))).scalar_one()
+        assert n > 5  # written once: the second run added nothing (ids are fixed)
+    finally:
+        plat.close()

@@ -204,11 +204,19 @@ def _demo_region(plat, patients: int, seed: int = 1, *, serving: bool = False) -
                       f"{opts.patients:,} Patient records (seed {seed})")
     from healthlink.demo import demo_patient
 
+    from healthlink.demo import demo_logins
+    from healthlink.demogen.recognition import demo_patient_results
+
     dp = demo_patient(plat)
     if dp is not None:
         console.print(f"demo patient: Patient/{dp.patient_id} at the demo doctor's hospital, records at "
                       f"{dp.institutions} institutions, open Encounter/{dp.encounter_id}; patient portal "
                       f"/portal/login with phone {dp.phone} (codes on /phone)", highlight=False, soft_wrap=True)
+        recent = demo_patient_results(plat, dp.person_id, demo_logins()[0].institution)
+        if recent is not None:
+            console.print(f"demo patient's recent results at {recent[0]} (electrolytes, glucose, chest CT): "
+                          "order them on the patient's page to see mutual recognition", highlight=False,
+                          soft_wrap=True)
 
 
 @app.command("demo")

@@ -160,3 +160,50 @@ def source_result(rng: random.Random, rid: str, item: Item, patient_id: str, ins
         study["encounter"] = enc
         report["encounter"] = enc
     return [study, report]
+
+
+# ------------------------------------------------------------------ the demo patient's recent results
+DEMO_RECENT = (("HR-P-ELEC", 2), ("HR-P-GLU", 3), ("HR-CT-CHEST", 5))  # item, days before the seed
+
+
+def demo_patient_results(platform: Platform, person_id: str, home: str, *,
+                         now: datetime | None = None) -> tuple[str, int] | None:
+    """Give the demo patient (``healthlink serve --demo`` prints it) recent results at another
+    institution of the Person that is qualified for every item — electrolytes 2 days, glucose 3
+    days and a chest CT 5 days before the seed — so that ordering them at the demo doctor's hospital
+    pops up recognisable results (issue 7).  Written once (fixed ids; a second run writes nothing).
+    Returns (the institution, resources written), or None when the Person has no such institution."""
+    from sqlalchemy import select
+
+    from healthlink.db import tables as tb
+    from healthlink.demogen.load import _repo
+    from healthlink.fhir import store
+
+    cat = platform.recognition.catalogue
+    everything = {q.institution_id for q in platform.recognition.qualifications() if q.item_id == "*"
+                  and q.valid_to is None}
+    tiers = {i.id: i.tier for i in institutions()}
+    with platform.db.read() as conn:
+        rows = conn.execute(select(tb.person_link.c.institution_id, tb.person_link.c.patient_id)
+                            .where(tb.person_link.c.person_id == person_id)
+                            .order_by(tb.person_link.c.institution_id, tb.person_link.c.patient_id)).all()
+    source = next(((inst, pid) for inst, pid in rows if inst != home and inst in everything
+                   and tiers.get(inst) in ("prefecture", "county")), None)
+    if source is None:
+        return None
+    inst, patient = source
+    now = now or datetime.now()
+    rng = random.Random(f"demo-recent-{person_id}")
+    resources: list[dict] = []
+    for n, (item_id, days) in enumerate(DEMO_RECENT):
+        item = cat.by_id(item_id)
+        if item is None or (panel_of(item) is None and imaging_of(item) is None):
+            continue
+        when = (now - timedelta(days=days)).replace(hour=9, minute=30, second=0, microsecond=0)
+        resources += source_result(rng, f"demo-recent-{person_id[:24]}-{n}", item, patient, inst, when)
+    with platform.db.write() as conn:
+        have = store.read_current_many(conn, [(r["resourceType"], r["id"]) for r in resources])
+        todo = [r for r in resources if (r["resourceType"], r["id"]) not in have]
+        if todo:
+            _repo(platform, inst).create_many_in(conn, [(r, r["id"]) for r in todo])
+    return inst, len(todo)
