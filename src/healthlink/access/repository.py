@@ -9,12 +9,13 @@ returned).  Adapters call it; they never touch tables.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import Connection, and_, exists, false, or_, select, true
+from sqlalchemy import Connection, and_, bindparam, exists, false, or_, select, true
 
 from healthlink.access import grants as G
 from healthlink.access import roles as R
@@ -538,7 +539,7 @@ class Repository:
         a = self.actor
         if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
             raise Forbidden("only a doctor, nurse or pharmacist checks a patient's results at order time")
-        pl, tok, dt, r = t.person_link, t.idx_token, t.idx_date, t.resource
+        pl = t.person_link
         out: list[tuple[Stored, bool]] = []
         with self.s.db.read() as conn:
             self._load_grants(conn)
@@ -546,22 +547,9 @@ class Repository:
             if not self._can_see(p):
                 raise self._unknown("operation", "Patient", patient_id, p)
             person = conn.execute(select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
-            # one statement: the Person's rows of the types, coded as asked (or a study), dated since
-            coded = or_(*(and_(tok.c.system == sy, tok.c.code == co) for sy, co in sorted(set(codes)))) \
-                if codes else false()
-            wanted = exists(select(1).select_from(tok).where(tok.c.rid == r.c.rid, tok.c.param == "code", coded))
-            if studies:
-                wanted = or_(r.c.res_type == "ImagingStudy", wanted)
-            recent = exists(select(1).select_from(dt).where(dt.c.rid == r.c.rid, dt.c.param.in_(("date", "started")),
-                                                            dt.c.high >= since_us))
-            hidden_col = (G._label("_sensitive", self.s.sensitive) if self.s.sensitive else false()).label("hidden")
-            rows = [] if not (codes or studies) else conn.execute(select(r, hidden_col).where(
-                r.c.patient_id.in_(select(pl.c.patient_id).where(pl.c.person_id == person)) if person is not None
-                else r.c.patient_id == patient_id,
-                r.c.deleted == false(),
-                r.c.res_type.in_(("Observation", "DiagnosticReport", "ImagingStudy") if studies
-                                 else ("Observation", "DiagnosticReport")),
-                wanted, recent)).all()
+            rows = [] if not (codes or studies) else conn.execute(
+                _candidates_sql(tuple(sorted(set(codes))), studies, person is not None, self.s.sensitive),
+                {"person": person, "pid": patient_id, "since": since_us}).all()
             if rows:
                 found = [store.row_to_stored(x) for x in rows]
                 hidden = {x.rid for x in rows if x.hidden}
@@ -890,6 +878,26 @@ class Repository:
             content = auditlog.read(conn, event_id)
         self.s.audit.record(AuditRecord("read", self.ctx.agent(), entities=[f"AuditEvent/{event_id}"]))
         return content
+
+
+@functools.lru_cache(maxsize=512)
+def _candidates_sql(codes: tuple[tuple[str, str], ...], studies: bool, linked: bool, sensitive: frozenset[str]):  # noqa: ANN202
+    """The statement of :meth:`Repository.result_candidates` for one set of codes, built once (the
+    order-time check runs it on every call; building the expression costs more than running it):
+    the Person's rows of the types, coded as asked (or a study), dated since ``:since``, with
+    whether a sensitive label in force is on them.  Parameters ``person`` / ``pid`` and ``since``."""
+    pl, tok, dt, r = t.person_link, t.idx_token, t.idx_date, t.resource
+    coded = or_(*(and_(tok.c.system == sy, tok.c.code == co) for sy, co in codes)) if codes else false()
+    wanted = exists(select(1).select_from(tok).where(tok.c.rid == r.c.rid, tok.c.param == "code", coded))
+    if studies:
+        wanted = or_(r.c.res_type == "ImagingStudy", wanted)
+    recent = exists(select(1).select_from(dt).where(dt.c.rid == r.c.rid, dt.c.param.in_(("date", "started")),
+                                                    dt.c.high >= bindparam("since")))
+    hidden = (G._label("_sensitive", sensitive) if sensitive else false()).label("hidden")
+    whose = (r.c.patient_id.in_(select(pl.c.patient_id).where(pl.c.person_id == bindparam("person"))) if linked
+             else r.c.patient_id == bindparam("pid"))
+    types = ("Observation", "DiagnosticReport", "ImagingStudy") if studies else ("Observation", "DiagnosticReport")
+    return select(r, hidden).where(whose, r.c.deleted == false(), r.c.res_type.in_(types), wanted, recent)
 
 
 def select_patient_ids(conn: Connection, refs: list[tuple[str, str]]) -> dict:
