@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Connection, and_, exists, false, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, false, or_, select, update
 
 from healthlink.db import tables as t
 from healthlink.fhir import labels as L
@@ -76,20 +76,24 @@ def _split(text: str | None) -> frozenset[str]:
     return frozenset(x for x in (text or "").split(",") if x)
 
 
+# built once: every read of a member of staff who may hold a grant runs them
+_IN_FORCE = select(t.access_grant).where(
+    t.access_grant.c.holder == bindparam("holder"), t.access_grant.c.status == ACTIVE,
+    t.access_grant.c.institution_id == bindparam("inst"), t.access_grant.c.expires > bindparam("now"))
+_LINKED = select(PL.c.patient_id, PL.c.person_id).where(PL.c.patient_id.in_(bindparam("ids", expanding=True)))
+
+
 def active_grants(conn: Connection, holder: str, institution_id: str | None, *,
                   now: int | None = None) -> list[ActiveGrant]:
     """The holder's grants that are in force now, whose local Patient is still linked to the
     grant's Person."""
     if institution_id is None:
         return []
-    g = t.access_grant
     now = now_us() if now is None else now
-    rows = conn.execute(select(g).where(g.c.holder == holder, g.c.status == ACTIVE,
-                                        g.c.institution_id == institution_id, g.c.expires > now)).all()
+    rows = conn.execute(_IN_FORCE, {"holder": holder, "inst": institution_id, "now": now}).all()
     if not rows:
         return []
-    linked = dict(conn.execute(select(PL.c.patient_id, PL.c.person_id)
-                               .where(PL.c.patient_id.in_({r.patient_id for r in rows}))).all())
+    linked = dict(conn.execute(_LINKED, {"ids": sorted({r.patient_id for r in rows})}).all())
     return [ActiveGrant(r.id, r.consent_id, r.kind, r.person_id, r.patient_id, r.encounter_id,
                         None if r.classes == "*" else _split(r.classes) | {"demographics"},
                         _split(r.sensitive), r.expires)
