@@ -309,6 +309,16 @@ def test_cli_demo_loads_once_and_finishes_a_load_cut_short(fresh_db: str, monkey
                          PractitionerRole=sum(1 for lg in demo_logins() if lg.institution))
     # the demo patient (healthlink.demo.demo_patient) gets an open Encounter for a consultation
     demo_patient = Counter(Encounter=1) if "demo patient: Patient/" in _said(r) else Counter()
+    if "demo patient's recent results at" in _said(r):  # electrolytes, glucose and a chest CT (issue 7)
+        from healthlink.demogen.recognition import DEMO_RECENT, imaging_of, panel_of, source_result
+        from healthlink.recognition import load as load_catalogue
+
+        cat, rng = load_catalogue(), __import__("random").Random(0)
+        for item_id, _ in DEMO_RECENT:
+            item = cat.by_id(item_id)
+            if panel_of(item) is not None or imaging_of(item) is not None:
+                demo_patient += Counter(x["resourceType"] for x in source_result(
+                    rng, "x", item, "p", "i", __import__("datetime").datetime(2026, 1, 1)))
     full = _counts(fresh_db)
     assert full["linked"] == expected["Patient"]  # every Patient linked to a Person, once
     assert full - Counter(versions=full["versions"], linked=full["linked"]) == \
