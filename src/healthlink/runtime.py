@@ -23,6 +23,8 @@ from healthlink.identity import Identity, LocalPatients
 from healthlink.ledger import AuditWriter
 from healthlink.ledger import setup as ledger_setup
 from healthlink.ledger.log import Ledger
+from healthlink.medsafety import knowledge as medsafety_knowledge
+from healthlink.medsafety.service import MedSafety
 from healthlink.recognition import load as recognition_load
 from healthlink.recognition import store as recognition_store
 from healthlink.recognition.service import Recognition
@@ -45,6 +47,7 @@ class Platform:
     grants: Grants
     ledger: Ledger
     recognition: Recognition
+    medsafety: MedSafety
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
@@ -74,10 +77,14 @@ class Platform:
             recognition_load(settings.recognition_catalogue)
         recognition = Recognition(services, lambda: recognition_store.in_force(db, settings.recognition_catalogue),
                                   tz=settings.region_timezone)
+        # the bundled knowledge base (docs/medsafety.md); a region's file in the store comes later
+        medsafety = MedSafety(services, medsafety_knowledge.load(),
+                              interrupt_severities=settings.medsafety_interrupt_severities)
         if settings.ledger_sequencer:
             ledger.start()
         return cls(settings, db, audit, accounts, services, identity, HealthCodes.from_settings(settings),
-                   LocalPatients(services, identity), sms, codes, patients, grants, ledger, recognition)
+                   LocalPatients(services, identity), sms, codes, patients, grants, ledger, recognition,
+                   medsafety)
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)

@@ -191,6 +191,12 @@ class Settings(BaseSettings):
         "At start it is validated and, when it differs from the catalogue in force, stored as the new "
         "one; unset: the catalogue last loaded (`healthlink recognition load`), else the bundled default.",
     )
+    medsafety_interrupt_severities: list[str] = Field(
+        ["contraindicated", "major"],
+        description="JSON list of the severities of medication-safety findings that interrupt the "
+        "prescriber (a hard stop that needs an override reason); the others are shown without "
+        "interrupting. Tiering keeps alerts from being overridden by habit (docs/medsafety.md).",
+    )
     region_timezone: str = Field(
         "Asia/Shanghai",
         description="The region's time zone: recognition validity windows are counted in its calendar days.",
@@ -212,6 +218,15 @@ class Settings(BaseSettings):
         v = v.upper()
         if v not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("must be FULL, NORMAL or EXTRA")
+        return v
+
+    @field_validator("medsafety_interrupt_severities")
+    @classmethod
+    def _severities(cls, v: list[str]) -> list[str]:
+        known = ("contraindicated", "major", "moderate", "minor")
+        bad = [x for x in v if x not in known]
+        if bad:
+            raise ValueError(f"unknown severities {bad}; known: {list(known)}")
         return v
 
     @field_validator("sensitive_categories")

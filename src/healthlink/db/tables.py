@@ -583,3 +583,42 @@ Index("ix_recognition_event_check", recognition_event.c.check_id)
 Index("ix_recognition_event_inst", recognition_event.c.institution_id, recognition_event.c.at)
 Index("ix_recognition_event_order", recognition_event.c.patient_id, recognition_event.c.order_ref)
 Index("ix_recognition_event_card", recognition_event.c.card_id)
+
+# Medication safety (issue 8; healthlink.medsafety, docs/medsafety.md).  The order-time checks and
+# the prescriber's overrides as append-only events: a ``checked`` event per check, a ``finding``
+# event per finding (its id is the finding's uuid; ``detail`` keeps what the server needs, such as
+# the record behind a hint, which is never shown before access is granted), an ``overridden`` event
+# per override with its reason.
+medsafety_event = Table(
+    "medsafety_event",
+    metadata,
+    Column("id", String(64), primary_key=True),  # uuid hex; a finding's id is its event's id
+    Column("at", BigInteger, nullable=False),  # µs since epoch
+    Column("kind", String(16), nullable=False),  # checked | finding | overridden
+    Column("check_id", String(64), nullable=False),  # the check (groups its events)
+    Column("finding_id", String(64)),  # the finding an override answers
+    Column("channel", String(16), nullable=False),  # cds | api | web | demo
+    Column("institution_id", String(64), nullable=False),  # ordering institution
+    Column("department_id", String(64)),
+    Column("practitioner", String(128)),  # Practitioner/<id> ordering
+    Column("username", String(160)),
+    Column("patient_id", String(64), nullable=False),
+    Column("person_id", String(64)),
+    Column("encounter_id", String(64)),
+    Column("order_ref", String(160)),  # the draft MedicationRequest (MedicationRequest/<id>) or code
+    Column("finding_kind", String(16)),  # interaction | allergy | duplicate | dose
+    Column("severity", String(16)),  # contraindicated | major | moderate | minor
+    Column("interrupt", Boolean),  # the finding interrupted the prescriber (tiering in force)
+    Column("disclosed", Boolean),  # the record it concerns was shown (own / granted) or only hinted
+    Column("source_institution", String(64)),  # where the record it concerns is recorded
+    Column("source_ref", String(160)),  # that record (MedicationRequest/<id> ...): server side only
+    Column("knowledge", String(160)),  # knowledge entry ids (interaction, group, class, dose limit)
+    Column("reason", String(32)),  # overridden: reason code
+    Column("reason_text", Text),
+    Column("detail", Text),  # finding: the finding as JSON (and server-side fields)
+)
+Index("ix_medsafety_event_at", medsafety_event.c.at, medsafety_event.c.kind)
+Index("ix_medsafety_event_check", medsafety_event.c.check_id)
+Index("ix_medsafety_event_inst", medsafety_event.c.institution_id, medsafety_event.c.at)
+Index("ix_medsafety_event_patient", medsafety_event.c.patient_id, medsafety_event.c.order_ref)
+Index("ix_medsafety_event_finding", medsafety_event.c.finding_id)
