@@ -125,7 +125,7 @@ def draft(code: str, *, system: str = RXNORM, dose: float | None = None, unit: s
 def build(platform: Platform, *, born: date | None = None, name: str = "次仁卓玛") -> MWorld:
     a = institution(platform, "county", None, "县人民医院 A")
     b = institution(platform, "prefecture", None, "州人民医院 B")
-    platform.medsafety._orgs = None  # the directory cache: see the new institutions now
+    platform.medsafety.directory.forget()  # the directory cache: see the new institutions now
     born = born or date(1960, 1, 1) + timedelta(days=uuid.uuid4().int % 12000)
     ident, number = resident_id(born), phone()
     doctors = {i: actor("doctor", i) for i in (a, b)}

@@ -46,7 +46,7 @@ def institution(platform: Platform, tier: str, consortium: str | None = None, na
     repo = platform.system_repository("tests")
     with platform.db.write() as conn:
         repo.update_in(conn, "Organization", org_id, body, if_match=None)
-    platform.recognition._orgs = None  # the directory cache: see the new institution now
+    platform.recognition.directory.forget()  # the directory cache: see the new institution now
     return org_id
 
 

@@ -530,7 +530,7 @@ def test_access_matrix_cds_read_paths(state, platform, client, staff, his_client
     from healthlink.recognition.service import Order
 
     a, b = make_institution(), make_institution()
-    platform.recognition._orgs = None  # the directory cache: see the new institutions now
+    platform.recognition.directory.forget()  # the directory cache: see the new institutions now
     platform.recognition.qualify(ctx(Actor.system("tests")), institution_id=b, item_id="*", basis="eqa",
                                  valid_from=day(2020, 1, 1))
     login = staff("doctor", institution=a)

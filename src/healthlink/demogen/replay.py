@@ -275,7 +275,7 @@ def replay(platform: Platform, *, days: int = 30, orders: int = 2_700, seed: int
         visits[(ln.patient, ln.inst, ln.at.date())].append(ln)
     order = sorted(visits.items(), key=lambda kv: min(x.at for x in kv[1]))
     rec = copy.copy(platform.recognition)  # its own clock; the platform's stays real
-    rec._orgs = None
+    rec.directory = type(rec.directory)(platform.db)
     signature = _png_signature()
     owed = rng.random()  # declines owed (see below)
     for v, ((patient, inst, _), vlines) in enumerate(order):

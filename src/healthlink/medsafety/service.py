@@ -21,7 +21,6 @@ Checks and findings are recorded as events in ``medsafety_event`` (ADR 0014's pa
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
+from healthlink.access.directory import InstitutionDirectory
 from healthlink.access import Repository, RequestContext, Services
 from healthlink.db import tables as t
 from healthlink.errors import Forbidden, Invalid, Issue, NotFound
@@ -166,7 +166,7 @@ class MedSafety:
         if bad:
             raise Invalid(f"unknown severities {sorted(bad)}")
         self._clock = clock or (lambda: datetime.now().astimezone())
-        self._orgs: tuple[float, dict[str, str]] | None = None
+        self.directory = InstitutionDirectory(services.db)
 
     @property
     def clock(self):  # noqa: ANN201
@@ -180,28 +180,11 @@ class MedSafety:
         return int(self._clock().timestamp() * 1_000_000)
 
     # ------------------------------------------------------------ directory
-    def institution_names(self) -> dict[str, str]:
-        """Organization id -> name, cached a minute."""
-        cached = self._orgs
-        if cached is not None and time.monotonic() - cached[0] < 60:
-            return cached[1]
-        r = t.resource
-        out: dict[str, str] = {}
-        with self.s.db.read() as conn:
-            for res_id, content in conn.execute(select(r.c.res_id, r.c.content).where(
-                    r.c.res_type == "Organization", r.c.deleted.is_(False))):
-                out[res_id] = orjson.loads(content).get("name") or res_id
-        self._orgs = (time.monotonic(), out)
-        return out
-
     def _inst_name(self, inst: str | None) -> str | None:
         if inst is None:
             return None
-        names = self.institution_names()
-        if inst not in names:
-            self._orgs = None
-            names = self.institution_names()
-        return names.get(inst, inst)
+        got = self.directory.get(inst)
+        return got.name if got is not None else inst
 
     # ------------------------------------------------------------ the check
     @staticmethod

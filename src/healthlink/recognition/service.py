@@ -29,6 +29,7 @@ import orjson
 from sqlalchemy import Connection, select, update
 
 from healthlink.access import Repository, RequestContext, Services
+from healthlink.access.directory import Institution, InstitutionDirectory
 from healthlink.db import tables as t
 from healthlink.errors import Conflict, Forbidden, Invalid, Issue, NotFound
 from healthlink.recognition.catalogue import Catalogue, Item
@@ -51,9 +52,6 @@ RECOGNISABLE_STATUS = frozenset({"final", "amended", "corrected"})
 CHECKED, REMINDED, OPENED, ADOPTED, DECLINED, REORDERED = (
     "checked", "reminded", "opened", "adopted", "declined", "reordered")
 CHANNELS = ("cds", "api", "web", "demo")
-#: the tier system on Organization.type (healthlink.demo.TIER) and the consortium code system
-TIER_SYSTEM = "https://healthlink.example.org/fhir/CodeSystem/institution-tier"
-CONSORTIUM_SYSTEM = "https://healthlink.example.org/fhir/CodeSystem/county-medical-consortium"
 TIER_RANK = {"township": 1, "county": 2, "prefecture": 3}
 #: how long a process keeps the qualifications it read (another process's new ones count after this)
 QUAL_CACHE_S = 60.0
@@ -150,13 +148,6 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-@dataclass(frozen=True)
-class Institution:
-    id: str
-    name: str
-    tier: str | None
-    consortium: str | None
-
 
 @dataclass(frozen=True)
 class Qualification:
@@ -184,7 +175,7 @@ class Recognition:
         self._load_catalogue = None if isinstance(catalogue, Catalogue) else catalogue
         self.tz = tz
         self._clock = clock or (lambda: datetime.now().astimezone())
-        self._orgs: tuple[float, dict[str, Institution]] | None = None
+        self.directory = InstitutionDirectory(services.db)
         self._qual_cache: tuple[float, dict[str, list[Qualification]]] | None = None
 
     @property
@@ -217,30 +208,12 @@ class Recognition:
     # ------------------------------------------------------------ directory
     def institutions(self) -> dict[str, Institution]:
         """The member institutions (Organization directory: name, tier, consortium), cached a minute."""
-        cached = self._orgs
-        if cached is not None and time.monotonic() - cached[0] < 60:
-            return cached[1]
-        r = t.resource
-        out: dict[str, Institution] = {}
-        with self.s.db.read() as conn:
-            for res_id, content in conn.execute(select(r.c.res_id, r.c.content).where(
-                    r.c.res_type == "Organization", r.c.deleted.is_(False))):
-                body = orjson.loads(content)
-                tier = consortium = None
-                for cc in body.get("type") or []:
-                    for c in cc.get("coding") or []:
-                        if c.get("system") == TIER_SYSTEM:
-                            tier = c.get("code")
-                        elif c.get("system") == CONSORTIUM_SYSTEM:
-                            consortium = c.get("code")
-                out[res_id] = Institution(res_id, body.get("name") or res_id, tier, consortium)
-        self._orgs = (time.monotonic(), out)
-        return out
+        return self.directory.all()
 
     def _institution(self, inst_id: str | None) -> Institution:
         if inst_id is None:
             return Institution("", "", None, None)
-        return self.institutions().get(inst_id) or Institution(inst_id, inst_id, None, None)
+        return self.directory.get(inst_id) or Institution(inst_id, inst_id, None, None)
 
     def in_scope(self, item: Item, source: Institution, ordering: Institution) -> bool:
         """Whether a result of ``source`` is inside ``item``'s catalogue scope for ``ordering``."""
@@ -700,11 +673,9 @@ class Recognition:
                           [Issue("code-invalid", f"unknown item {item_id!r}", ("item",))])
         if valid_to is not None and valid_to < valid_from:
             raise Invalid("valid_to is before valid_from", [Issue("invalid", "valid_to < valid_from", ("valid_to",))])
-        if institution_id not in self.institutions():
-            self._orgs = None
-            if institution_id not in self.institutions():
-                raise Invalid(f"unknown institution {institution_id!r}",
-                              [Issue("code-invalid", f"unknown institution {institution_id!r}", ("institution",))])
+        if self.directory.get(institution_id) is None:
+            raise Invalid(f"unknown institution {institution_id!r}",
+                          [Issue("code-invalid", f"unknown institution {institution_id!r}", ("institution",))])
         q = t.recognition_qualification
         with self.s.db.write() as conn:
             same = conn.execute(select(q).where(
