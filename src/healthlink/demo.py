@@ -130,10 +130,18 @@ def demo_patient(platform: Platform) -> DemoPatient | None:
         if person is None:
             multi = (select(pl.c.person_id).group_by(pl.c.person_id)
                      .having(func.count(func.distinct(pl.c.institution_id)) >= 2))
-            person = conn.execute(
+            candidates = conn.execute(
                 select(pl.c.person_id).where(pl.c.institution_id == home, pl.c.person_id.in_(multi),
                                              pl.c.person_id.not_in(select(pp.c.person_id)))
-                .order_by(pl.c.person_id).limit(1)).scalar()
+                .order_by(pl.c.person_id).limit(500)).scalars().all()
+            # prefer a Person also known at a hospital qualified for every item, so the demo shows
+            # mutual recognition (issue 7; the region's qualifications are seeded with the logins)
+            everything = {q.institution_id for q in platform.recognition.qualifications()
+                          if q.item_id == "*" and q.valid_to is None} - {home}
+            elsewhere = set(conn.execute(select(pl.c.person_id).where(
+                pl.c.person_id.in_(candidates), pl.c.institution_id.in_(sorted(everything)))).scalars()) \
+                if candidates and everything else set()
+            person = next((c for c in candidates if c in elsewhere), candidates[0] if candidates else None)
         if person is None:
             return None
         patient = conn.execute(select(pl.c.patient_id).where(pl.c.person_id == person, pl.c.institution_id == home)
