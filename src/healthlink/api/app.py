@@ -16,11 +16,14 @@ from healthlink.api.fhir_routes import router as fhir_router
 from healthlink.api.grant_routes import patient_router as patient_grant_router
 from healthlink.api.grant_routes import staff_router as grant_router
 from healthlink.api.healthcode_routes import router as healthcode_router
+from healthlink.api.bedside_routes import router as bedside_router
 from healthlink.api.import_routes import router as import_router
 from healthlink.api.ledger_routes import router as ledger_router
+from healthlink.api.medsafety_routes import router as medsafety_router
 from healthlink.api.middleware import JsonFormatter, Metrics, RequestMiddleware
 from healthlink.api.patient_routes import router as patient_router
 from healthlink.api.platform_routes import router as platform_router
+from healthlink.api.prereview_routes import router as prereview_router
 from healthlink.api.recognition_routes import router as recognition_router
 from healthlink.runtime import Platform
 from healthlink.settings import Settings
@@ -69,6 +72,9 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(ledger_router)
     app.include_router(cds_router)  # /cds-services (CDS Hooks 2.0, docs/cds-hooks.md)
     app.include_router(recognition_router)
+    app.include_router(medsafety_router)  # issue 8: order-time checks, overrides, knowledge
+    app.include_router(prereview_router)  # issue 8: regional prescription pre-review centre
+    app.include_router(bedside_router)  # issue 8: bedside verification (three checks, seven pairs)
     app.include_router(import_router)  # before fhir_router, whose /{res_type} would take $import
     app.include_router(fhir_router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics,  # type: ignore[arg-type]

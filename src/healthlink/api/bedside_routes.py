@@ -1,0 +1,7 @@
+"""bedside JSON API (issue 8) — being built."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api/bedside", tags=["medication safety"])

@@ -1,0 +1,9 @@
+"""prereview pages (issue 8) — being built."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from healthlink.web.session import PageRoute
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
