@@ -284,7 +284,10 @@ def test_discovery_lists_both_services_in_the_specifications_shape(client):
     spec = next(e["json"] for e in examples() if isinstance(e["json"], dict) and "services" in e["json"])
     allowed = {k for s in spec["services"] for k in s} | {"version", "hookVersion", "usageRequirements"}
     assert {s["id"]: s["hook"] for s in services} == {"healthlink-recognition-select": "order-select",
-                                                      "healthlink-recognition-sign": "order-sign"}
+                                                      "healthlink-recognition-sign": "order-sign",
+                                                      # issue 8: tests/test_cds_medsafety.py
+                                                      "medsafety-order-select": "order-select",
+                                                      "medsafety-order-sign": "order-sign"}
     for s in services:
         assert set(s) <= allowed, set(s) - allowed
         for key in ("hook", "id", "description", "title"):

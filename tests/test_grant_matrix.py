@@ -475,7 +475,8 @@ def test_older_versions_of_a_recoded_sensitive_record_stay_hidden_under_a_grant_
 # ------------------------------------------------------------------ the CDS read paths (issue 7)
 CDS_NOW = "2026-11-25T12:00:00+08:00"  # grantkit's results are of 2026-11-20: inside a 30-day window
 GLUCOSE = ("http://loinc.org", "14749-6")  # HR-GLU, 30 days, the whole region
-RPR = ("http://loinc.org", "20507-0")  # HR-RPR: a syphilis test, labelled hiv-sti (sensitive)
+RPR = ("http://loinc.org", "20507-0")
+METFORMIN = ("http://www.nlm.nih.gov/research/umls/rxnorm", "6809")  # grantkit's w.med_b at B  # HR-RPR: a syphilis test, labelled hiv-sti (sensitive)
 CDS_WHO = ("doctor", "nurse", "pharmacist", "colleague", "registration_clerk", "quality_manager")
 
 
@@ -549,6 +550,12 @@ def test_access_matrix_cds_read_paths(state, platform, client, staff, his_client
     glu_b = rb.create(lab(w.patient_b, GLUCOSE[1], "Glucose", 5.4), res_type="Observation").stored.res_id
     rpr_b = rb.create(lab(w.patient_b, RPR[1], "RPR", 0.0), res_type="Observation").stored.res_id
     platform.repository(ctx(doctor)).create(lab(w.patient_a, GLUCOSE[1], "Glucose", 6.1), res_type="Observation")
+    # issue 8: metformin at A too, so that ordering metformin gives the same shape of answer as the
+    # recognition rows (A's record always with values; B's metformin, w.med_b, with values or as a hint)
+    platform.repository(ctx(doctor)).create({
+        "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": METFORMIN[0], "code": METFORMIN[1]}]},
+        "subject": {"reference": f"Patient/{w.patient_a}"}}, res_type="MedicationRequest")
     account = platform.patient_accounts.verify_in_person(platform.db, actor("registration_clerk", a),
                                                          w.person, w.phone)
     enter(state, platform, w, holders, account.id)
@@ -598,8 +605,54 @@ def test_access_matrix_cds_read_paths(state, platform, client, staff, his_client
             return 200, [(h["institution_id"], h["disclosed"]) for ln in r.json()["lines"] for h in ln["hits"]], r.text
         return run
 
+    def medsafety_draft() -> dict:  # a fresh draft id each time: no select/sign de-duplication
+        return {"resourceType": "MedicationRequest", "id": uuid.uuid4().hex[:12], "status": "draft",
+                "intent": "order", "medicationCodeableConcept": {"coding": [{"system": METFORMIN[0],
+                                                                            "code": METFORMIN[1]}]}}
+
+    def medsafety_repository(who_actor):  # noqa: ANN001, ANN202
+        def run():  # noqa: ANN202
+            try:
+                res = platform.medsafety.check(ctx(who_actor), w.patient_a, medsafety_draft(),
+                                               encounter_id=w.encounter_a)
+            except Refused as exc:
+                return 403, [], exc.message
+            return 200, [(f.concerns.institution_id, f.concerns.disclosed) for f in res.findings
+                         if f.concerns is not None], orjson.dumps([f.to_json() for f in res.findings]).decode()
+        return run
+
+    def medsafety_cds():  # noqa: ANN202
+        def run():  # noqa: ANN202
+            d = medsafety_draft()
+            body = {"hook": "order-sign", "hookInstance": str(uuid.uuid4()),
+                    "context": {"userId": f"Practitioner/{prac}", "patientId": w.patient_a,
+                                "encounterId": w.encounter_a,
+                                "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": d}]}}}
+            r = client.post("/cds-services/medsafety-order-sign", json=body, headers=his.headers)
+            if r.status_code != 200:
+                return r.status_code, [], r.text
+            # a card's institution, as its detail names it; values shown: the detail names the drug
+            cards = [(next((i for i in (a, b) if f"Test {i}" in c["detail"]), "?"), "Concerns" in c["detail"])
+                     for c in r.json()["cards"]]
+            return 200, cards, r.text
+        return run
+
+    def medsafety_json(headers):  # noqa: ANN001, ANN202
+        def run():  # noqa: ANN202
+            r = client.post("/api/medsafety/check", headers=headers, json={
+                "patient": w.patient_a, "encounter": w.encounter_a, "draft": medsafety_draft()})
+            if r.status_code != 200:
+                return r.status_code, [], r.text
+            return 200, [(f["concerns"]["institution_id"], f["concerns"]["disclosed"]) for c in r.json()["checks"]
+                         for f in c["findings"] if f["concerns"]], r.text
+        return run
+
     his = his_client(institution=a)
     runs = [(who, "repository", by_repository(act)) for who, act in {**holders, **others}.items()]
+    # issue 8: the order-time medication check, the same rule (docs/medsafety.md)
+    runs += [(who, "medsafety repository", medsafety_repository(act)) for who, act in {**holders, **others}.items()]
+    runs += [("doctor", "medsafety CDS", medsafety_cds()),
+             ("colleague", "medsafety JSON API", medsafety_json(colleague_login.headers))]
     runs += [("doctor", "CDS, prefetch", cds(True)), ("doctor", "CDS, lookup", cds(False)),
              ("colleague", "JSON API", json_api(colleague_login.headers))]
     for role in ("registration_clerk", "quality_manager"):  # over HTTP too: refused
@@ -608,6 +661,8 @@ def test_access_matrix_cds_read_paths(state, platform, client, staff, his_client
     with pinned(platform, CDS_NOW):
         for who, via, run in runs:
             hidden = set(never)
+            if via.startswith("medsafety") and ("B", "values") in (expected_cards(who, state) or set()):
+                hidden.discard(w.med_b)  # B's metformin is what a disclosed finding names
             if ("B", "values") not in (expected_cards(who, state) or set()):
                 hidden.add(glu_b)
             fails += cds_cell(platform, client, who, via, run, w, hidden, names, state)

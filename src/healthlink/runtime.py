@@ -3,7 +3,7 @@ account service and the repository factory.  Shared by the web app, the CLI and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from healthlink.access import Actor, Repository, RequestContext, Services
 from healthlink.accounts import AccountService
@@ -24,6 +24,10 @@ from healthlink.ledger import AuditWriter
 from healthlink.ledger import setup as ledger_setup
 from healthlink.ledger.log import Ledger
 from healthlink.medsafety import knowledge as medsafety_knowledge
+from healthlink.medsafety import packs as medsafety_packs
+from healthlink.medsafety import store as medsafety_store
+from healthlink.medsafety.bedside import Bedside
+from healthlink.medsafety.prereview import PreReview
 from healthlink.medsafety.service import MedSafety
 from healthlink.recognition import load as recognition_load
 from healthlink.recognition import store as recognition_store
@@ -48,6 +52,9 @@ class Platform:
     ledger: Ledger
     recognition: Recognition
     medsafety: MedSafety
+    prereview: PreReview
+    # bedside verification (issue 8, item 4): set by start(), it calls back into prereview
+    bedside: Bedside = field(init=False, repr=False)
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
@@ -77,14 +84,23 @@ class Platform:
             recognition_load(settings.recognition_catalogue)
         recognition = Recognition(services, lambda: recognition_store.in_force(db, settings.recognition_catalogue),
                                   tz=settings.region_timezone)
-        # the bundled knowledge base (docs/medsafety.md); a region's file in the store comes later
-        medsafety = MedSafety(services, medsafety_knowledge.load(),
+        # the knowledge in force in the store (docs/medsafety.md "Knowledge in the store"); a region's
+        # file named in the settings is validated now: a bad file stops the start, naming its errors
+        if settings.medsafety_knowledge is not None:
+            medsafety_store.build([settings.medsafety_knowledge], extend=settings.medsafety_knowledge_extend)
+        medsafety = MedSafety(services, medsafety_store.InForce(db, settings.medsafety_knowledge,
+                                                                extend=settings.medsafety_knowledge_extend),
                               interrupt_severities=settings.medsafety_interrupt_severities)
+        prereview = PreReview.from_settings(services, medsafety, settings)
         if settings.ledger_sequencer:
             ledger.start()
-        return cls(settings, db, audit, accounts, services, identity, HealthCodes.from_settings(settings),
+        plat = cls(settings, db, audit, accounts, services, identity, HealthCodes.from_settings(settings),
                    LocalPatients(services, identity), sms, codes, patients, grants, ledger, recognition,
-                   medsafety)
+                   medsafety, prereview)
+        plat.bedside = Bedside(services, lambda: medsafety.knowledge, medsafety_packs.load(medsafety_knowledge.load()),
+                               pairs=settings.bedside_pairs, window_minutes=settings.bedside_time_window_minutes,
+                               tz=settings.region_timezone, prereview=lambda ref: plat.prereview.outcome(ref))
+        return plat
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)

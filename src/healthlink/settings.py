@@ -191,11 +191,55 @@ class Settings(BaseSettings):
         "At start it is validated and, when it differs from the catalogue in force, stored as the new "
         "one; unset: the catalogue last loaded (`healthlink recognition load`), else the bundled default.",
     )
+    medsafety_knowledge: Path | None = Field(
+        None,
+        description="A region's medication-safety knowledge file (JSON, the format of docs/medsafety.md). "
+        "At start it is validated and, when the result differs from the knowledge in force, stored as the "
+        "new one; unset: the knowledge last loaded (`healthlink medsafety load`), else the bundled default.",
+    )
+    medsafety_knowledge_extend: bool = Field(
+        False,
+        description="Whether `medsafety_knowledge` extends the bundled knowledge base (a vendor's or the "
+        "region's entries added, same ids replaced) instead of replacing it.",
+    )
     medsafety_interrupt_severities: list[str] = Field(
         ["contraindicated", "major"],
         description="JSON list of the severities of medication-safety findings that interrupt the "
         "prescriber (a hard stop that needs an override reason); the others are shown without "
         "interrupting. Tiering keeps alerts from being overridden by habit (docs/medsafety.md).",
+    )
+    prereview_institutions: list[str] | None = Field(
+        None,
+        description="JSON list of the institution ids whose prescriptions go to the regional "
+        "pre-review centre; unset: every township-tier institution of the directory (docs/prereview.md).",
+    )
+    prereview_queue_level: int = Field(
+        2, ge=1, le=3,
+        description="Pre-review: a prescription with a problem of this level or higher (1 notice, 2 "
+        "warning, 3 severe) goes to the pharmacist queue; the others pass automatically.",
+    )
+    prereview_timeout_minutes: float = Field(
+        15.0, gt=0, le=10_080,
+        description="Pre-review: minutes a queued prescription may wait for the pharmacist before the "
+        "timeout policy applies.",
+    )
+    prereview_timeout_policy: str = Field(
+        "pass",
+        description="Pre-review: what happens to a prescription still unreviewed after the timeout: "
+        "`pass` (超时通过: outcome `timed-out`, the order may proceed) or `hold` (it stays pending, "
+        "marked escalated at the top of the queue).",
+    )
+    bedside_pairs: list[str] = Field(
+        ["bed", "name", "drug", "concentration", "dose", "route", "time"],
+        description="JSON list of the pairs the bedside scan compares (三查七对): any of bed, name, gender, "
+        "age, drug, concentration, dose, route, time, expiry; `name` is required. The seven pairs by "
+        "default; add `expiry` for eight, `gender`, `age` and `expiry` for ten. The pack's expiry, the "
+        "order's status and pre-review are checked whatever the list (docs/medsafety.md).",
+    )
+    bedside_time_window_minutes: int = Field(
+        30, ge=1, le=720,
+        description="How far from the order's scheduled time a bedside scan may give the dose (minutes "
+        "either side; the time pair).",
     )
     region_timezone: str = Field(
         "Asia/Shanghai",
@@ -218,6 +262,24 @@ class Settings(BaseSettings):
         v = v.upper()
         if v not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("must be FULL, NORMAL or EXTRA")
+        return v
+
+    @field_validator("prereview_timeout_policy")
+    @classmethod
+    def _timeout_policy(cls, v: str) -> str:
+        if v not in ("pass", "hold"):
+            raise ValueError("must be 'pass' or 'hold'")
+        return v
+
+    @field_validator("bedside_pairs")
+    @classmethod
+    def _bedside_pairs(cls, v: list[str]) -> list[str]:
+        known = ("bed", "name", "gender", "age", "drug", "concentration", "dose", "route", "time", "expiry")
+        bad = [x for x in v if x not in known]
+        if bad:
+            raise ValueError(f"unknown pairs {bad}; known: {list(known)}")
+        if "name" not in v:
+            raise ValueError("the pairs must include 'name' (the patient)")
         return v
 
     @field_validator("medsafety_interrupt_severities")

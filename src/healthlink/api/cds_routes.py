@@ -1,5 +1,7 @@
 """CDS Hooks 2.0 services for mutual recognition of results at order time (issue 7, item 4;
-docs/cds-hooks.md).
+docs/cds-hooks.md), and for the order-time medication check (issue 8: ``medsafety-order-select``
+and ``medsafety-order-sign``, built in ``api/cds_medsafety.py`` on the same parsing, client-context
+mapping and feedback endpoint).
 
 * ``GET /cds-services`` — discovery: ``healthlink-recognition-select`` (hook ``order-select``) and
   ``healthlink-recognition-sign`` (hook ``order-sign``, the last reminder before signing).
@@ -29,8 +31,9 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from healthlink.access import RequestContext
+from healthlink.api import cds_medsafety
 from healthlink.api.deps import get_context
-from healthlink.errors import Forbidden, HealthLinkError, Invalid, Issue, NotFound
+from healthlink.errors import Forbidden, Invalid, Issue, NotFound
 from healthlink.recognition.catalogue import SNOMED, Catalogue
 from healthlink.recognition.service import DECLINE_REASONS, REASON_SYSTEM, CheckResult, Hit, LineCheck, Order
 from healthlink.runtime import Platform
@@ -55,6 +58,7 @@ class Service:
     title: str
     description: str
     record: bool  # does a call record check/reminder events (order-select) or only re-check?
+    capability: str = "recognition"  # recognition | medsafety (api/cds_medsafety.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"hook": self.hook, "id": self.id, "title": self.title, "description": self.description,
@@ -82,6 +86,20 @@ SERVICES: dict[str, Service] = {s.id: s for s in (
             "session. A draft order already checked at order-select keeps its check and its cards (the same "
             "uuids), so each order line counts once; an order checked here first is counted here.",
             record=True),
+    Service("medsafety-order-select", "order-select",
+            "用药安全 Medication safety (order-select)",
+            "When medications are selected, checks each selected draft MedicationRequest against the "
+            "patient's active medications and recorded allergies at every institution of the region: "
+            "interactions (the 15 ONC high-priority pairs and more), allergy and cross-sensitivity, duplicate "
+            "therapy and dose. Contraindicated and major findings are critical cards that need an override "
+            "reason; the others do not interrupt. Every card cites its knowledge source. Before the patient "
+            "has authorised access, a finding about another institution's record only names the institution "
+            "and the date.", record=True, capability="medsafety"),
+    Service("medsafety-order-sign", "order-sign",
+            "用药安全 签署前核查 Medication safety (order-sign)",
+            "The same check over every draft MedicationRequest before signing. A draft already checked at "
+            "order-select keeps its findings (the same card uuids, counted once); a finding overridden there "
+            "is not shown again.", record=True, capability="medsafety"),
 )}
 
 
@@ -464,6 +482,8 @@ def _call(platform: Platform, ctx: RequestContext, service: Service, body: Any) 
     req = parse_request(body, hook=service.hook)
     pctx = practitioner_context(platform, ctx, req.user_id)
     check_prefetch(req.patient_id, req.prefetch)  # type: ignore[arg-type]
+    if service.capability == "medsafety":
+        return cds_medsafety.call(platform, pctx, req)
     orders = orders_from(req, platform.recognition.catalogue)
     if not orders:  # nothing to recognise: still only for a Patient of the institution
         orders = [Order("urn:healthlink:none", "none")]
@@ -537,8 +557,12 @@ def _feedback(platform: Platform, ctx: RequestContext, body: Any) -> dict[str, A
 
 @router.post("/cds-services/{service_id}/feedback", summary="Feedback on cards: adopted or overridden")
 async def feedback(service_id: str, request: Request) -> JSONResponse:
-    _service(service_id)
+    service = _service(service_id)
     ctx = await get_context(request)
     body = await _json(request)
+    if service.capability == "medsafety":
+        out = await run_in_threadpool(lambda: cds_medsafety.feedback(request.app.state.platform, ctx,
+                                                                     parse_feedback(body)))
+        return JSONResponse(out, headers=NO_STORE)
     out = await run_in_threadpool(_feedback, request.app.state.platform, ctx, body)
     return JSONResponse(out, headers=NO_STORE)

@@ -217,6 +217,18 @@ def _demo_region(plat, patients: int, seed: int = 1, *, serving: bool = False) -
             console.print(f"demo patient's recent results at {recent[0]} (electrolytes, glucose, chest CT): "
                           "order them on the patient's page to see mutual recognition", highlight=False,
                           soft_wrap=True)
+        from healthlink.demogen.bedside import demo_bedside
+
+        bed = demo_bedside(plat, dp.patient_id, dp.encounter_id, demo_logins()[0].institution)
+        console.print("bedside verification: sign in as 'nurse', open /bedside and scan (or paste) these:",
+                      highlight=False, soft_wrap=True)
+        for what, text in bed.labels:
+            console.print(f"  {what}: {text}", highlight=False, soft_wrap=True, markup=False)
+    from healthlink.demogen.prereview import DOCTOR, PHARMACIST, seed_prereview
+
+    queued = seed_prereview(plat)  # issue 8: the regional pre-review centre (docs/prereview.md)
+    console.print(f"pre-review: logins {PHARMACIST} (centre pharmacist, /prereview) and {DOCTOR} (township doctor, "
+                  f"/prereview/mine); {queued} prescriptions submitted now", highlight=False, soft_wrap=True)
 
 
 @app.command("demo")
@@ -701,6 +713,74 @@ def recognition_qualifications(institution: str | None = typer.Option(None, help
         console.print(f"{q.institution_id}  {q.item_id}  {q.basis}  {q.valid_from} .. {q.valid_to or 'open'}"
                       f"{'  ' + q.reference if q.reference else ''}", highlight=False, soft_wrap=True)
 
+
+
+medsafety_app = typer.Typer(help="Medication safety: the knowledge base in force.", no_args_is_help=True)
+app.add_typer(medsafety_app, name="medsafety")
+
+
+@medsafety_app.command("load")
+def medsafety_load(
+    files: list[Path] = typer.Argument(..., help="Knowledge file(s) (JSON, the format of docs/medsafety.md)."),
+    extend: bool = typer.Option(False, "--extend", help="Add the files' entries to the bundled knowledge base "
+                                "(same ids replace) instead of replacing it."),
+) -> None:
+    """Validate knowledge file(s) and put them in force: the first file replaces the bundled knowledge
+    base (further files extend it), or with --extend every file extends the bundled base.  Stored with
+    version and SHA-256; a bad file changes nothing, and each error is named with its file and path.
+    Running servers take it up within seconds."""
+    from healthlink.medsafety import store
+
+    plat = _platform(_settings())
+    try:
+        kb, new = store.load(plat.db, files, extend=extend, by=f"cli:{getpass.getuser()}")
+    except HealthLinkError as exc:
+        for issue in exc.issues or []:
+            err.print(f"  {issue.diagnostics}", highlight=False, soft_wrap=True)
+        _fail(exc)
+    finally:
+        plat.close()
+    c = kb.counts()
+    console.print(f"knowledge version {kb.version}: {c['ingredients']} ingredients, {c['products']} products, "
+                  f"{c['interactions']} interactions ({'now in force' if new else 'already in force, unchanged'})",
+                  highlight=False, soft_wrap=True)
+
+
+@medsafety_app.command("knowledge")
+def medsafety_knowledge(as_json: bool = typer.Option(False, "--json", help="Print it as JSON.")) -> None:
+    """The knowledge in force (version, provenance, counts per section, sources) and those loaded before it."""
+    import json
+    from datetime import datetime, timezone
+
+    from healthlink.medsafety import store
+
+    plat = _platform(_settings())
+    try:
+        plat.medsafety.knowledge  # noqa: B018 - stores the bundled default on first use
+        kb, row = store.active(plat.db)  # type: ignore[misc]
+        rows = store.history(plat.db)
+    finally:
+        plat.close()
+    info = store.describe(kb, row)
+    if as_json:
+        console.print_json(json.dumps({**info, "history": rows}, ensure_ascii=False))
+        return
+    prov = info["provenance"]
+    console.print(f"version {info['version']} ({info['date']}), {row['mode']}, publisher {prov['publisher']}",
+                  highlight=False, soft_wrap=True)
+    for f in row["files"]:
+        console.print(f"  {f['role']}: {f['name']} version {f['version']} sha256 {f['sha256'][:16]}",
+                      highlight=False, soft_wrap=True)
+    for k, v in info["counts"].items():
+        console.print(f"  {k}: {v}", highlight=False, soft_wrap=True)
+    console.print(f"sources ({len(info['sources'])}):", highlight=False)
+    for src in info["sources"]:
+        console.print(f"  [{src['id']}] {src['citation']}", highlight=False, soft_wrap=True, markup=False)
+    console.print("loaded:", highlight=False)
+    for r in rows:
+        when = datetime.fromtimestamp(r["loaded"] / 1e6, timezone.utc).isoformat(timespec="seconds")
+        console.print(f"{'*' if r['active'] else ' '} version {r['version']}  {r['mode']}  sha256 {r['sha256'][:16]}  "
+                      f"loaded {when} by {r['loaded_by']}", highlight=False, soft_wrap=True, markup=False)
 
 if __name__ == "__main__":
     app()

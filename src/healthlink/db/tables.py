@@ -622,3 +622,145 @@ Index("ix_medsafety_event_check", medsafety_event.c.check_id)
 Index("ix_medsafety_event_inst", medsafety_event.c.institution_id, medsafety_event.c.at)
 Index("ix_medsafety_event_patient", medsafety_event.c.patient_id, medsafety_event.c.order_ref)
 Index("ix_medsafety_event_finding", medsafety_event.c.finding_id)
+# The knowledge base in force (issue 8, item 1; healthlink.medsafety.store): every knowledge file
+# loaded (the bundled default, a region's replacement, or the bundled base extended by a region's or
+# vendor's files) is kept whole as the validated, merged JSON with its version, SHA-256, what it was
+# built from and who loaded it; the newest active row is in force.
+medsafety_knowledge = Table(
+    "medsafety_knowledge",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("version", String(160), nullable=False),
+    Column("sha256", String(64), nullable=False),  # of ``content``
+    Column("content", Text, nullable=False),  # the knowledge in force as JSON (merged when extended)
+    Column("mode", String(16), nullable=False),  # default | replace | extend
+    Column("files", Text, nullable=False),  # JSON list: {name, sha256, version, role} of the files loaded
+    Column("counts", Text, nullable=False),  # JSON: Knowledge.counts()
+    Column("loaded", BigInteger, nullable=False),  # µs since epoch
+    Column("loaded_by", String(160), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+)
+
+# Regional prescription pre-review (issue 8, item 3; healthlink.medsafety.prereview,
+# docs/prereview.md).  One row per submitted prescription with its automatic problems and the
+# pharmacist's decision; the orders it carries (``outcome(order_ref)`` reads the latest); and an
+# append-only event per step, which the statistics and the dashboard count.
+prereview_prescription = Table(
+    "prereview_prescription",
+    metadata,
+    Column("id", String(64), primary_key=True),  # uuid hex
+    Column("institution_id", String(64), nullable=False),  # the submitting institution
+    Column("department_id", String(64)),
+    Column("practitioner", String(128)),  # Practitioner/<id>: the prescriber
+    Column("username", String(160)),
+    Column("patient_id", String(64), nullable=False),
+    Column("person_id", String(64)),
+    Column("encounter_id", String(64)),
+    Column("submitted_at", BigInteger, nullable=False),  # µs since epoch
+    Column("day", String(10), nullable=False),  # the region's calendar day of submission
+    # auto-passed | pending | passed | returned | double-sign-required | double-signed | timed-out
+    Column("status", String(24), nullable=False),
+    Column("max_level", Integer, nullable=False),  # highest problem level (0: none)
+    Column("queued", Boolean, nullable=False),  # went to the pharmacist queue
+    Column("escalated", Boolean, nullable=False, default=False),  # overdue under the "hold" policy
+    Column("decided_at", BigInteger),  # the pharmacist's decision or the timeout
+    Column("decided_by", String(160)),
+    Column("reason", String(32)),  # return / double-signature reason code
+    Column("reason_text", Text),
+    Column("countersigned_at", BigInteger),
+    Column("countersign_text", Text),
+    Column("problems", Text, nullable=False),  # JSON: [Problem]
+    Column("lines", Text, nullable=False),  # JSON: [{order_ref, name, ingredients}]
+)
+Index("ix_prereview_status", prereview_prescription.c.status, prereview_prescription.c.submitted_at)
+Index("ix_prereview_inst_day", prereview_prescription.c.institution_id, prereview_prescription.c.day)
+Index("ix_prereview_patient", prereview_prescription.c.patient_id)
+
+prereview_order = Table(
+    "prereview_order",
+    metadata,
+    Column("order_ref", String(160), primary_key=True),  # MedicationRequest/<id> (or the HIS's ref)
+    Column("prescription_id", String(64), primary_key=True),
+    Column("submitted_at", BigInteger, nullable=False),
+)
+Index("ix_prereview_order_ref", prereview_order.c.order_ref, prereview_order.c.submitted_at)
+
+prereview_event = Table(
+    "prereview_event",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("at", BigInteger, nullable=False),
+    Column("prescription_id", String(64), nullable=False),
+    # submitted | auto-passed | queued | passed | returned | double-sign-required | double-signed
+    # | timed-out | escalated
+    Column("kind", String(24), nullable=False),
+    Column("institution_id", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("username", String(160)),
+    Column("reason", String(32)),
+    Column("text", Text),
+)
+Index("ix_prereview_event_rx", prereview_event.c.prescription_id)
+Index("ix_prereview_event_inst", prereview_event.c.institution_id, prereview_event.c.day)
+
+# Bedside verification (issue 8, item 4; healthlink.medsafety.bedside, docs/medsafety.md "Bedside
+# verification").  Every scan at the bedside, passed or blocked, as an append-only event (the failed
+# pairs by name, the comparison as JSON); one row per dose, unit or tube recorded (the key makes a
+# second record of the same dose impossible); the units crossmatched for a patient (the blood bank's
+# answer, standing in for a BiologicallyDerivedProduct the platform does not keep).
+bedside_event = Table(
+    "bedside_event",
+    metadata,
+    Column("id", String(64), primary_key=True),  # uuid hex
+    Column("at", BigInteger, nullable=False),  # µs since epoch
+    Column("flow", String(16), nullable=False),  # wristband | medication | transfusion | specimen
+    Column("outcome", String(16), nullable=False),  # passed | blocked | recorded | already-recorded
+    Column("institution_id", String(64), nullable=False),
+    Column("department_id", String(64)),
+    Column("practitioner", String(128)),  # Practitioner/<id> scanning
+    Column("username", String(160)),
+    Column("patient_id", String(64)),  # the wristband's Patient (None: the wristband was refused)
+    Column("encounter_id", String(64)),
+    Column("order_ref", String(160)),  # MedicationRequest/<id>, ServiceRequest/<id>, crossmatch/<id>
+    Column("scan_kind", String(16)),  # wristband | pack | trace-code | dispense-label | blood-unit | tube-label
+    Column("unit_id", String(160)),  # GTIN/serial, traceability code, DIN, tube/<order>
+    Column("failed", String(160)),  # blocked: the failed pairs, comma-separated
+    Column("record_ref", String(160)),  # MedicationAdministration/<id>, Procedure/<id>, Specimen/<id>
+    Column("detail", Text),  # the verification as JSON (pairs with expected and scanned)
+)
+Index("ix_bedside_event_inst", bedside_event.c.institution_id, bedside_event.c.at)
+Index("ix_bedside_event_patient", bedside_event.c.patient_id, bedside_event.c.at)
+
+bedside_dose = Table(
+    "bedside_dose",
+    metadata,
+    Column("key", String(255), primary_key=True),  # order_ref@scheduled time (UTC) | crossmatch/<id> | ServiceRequest/<id>
+    Column("institution_id", String(64), nullable=False),
+    Column("order_ref", String(160)),
+    Column("unit_id", String(160), nullable=False),  # the unit that was given / collected
+    Column("record_ref", String(160), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("event_id", String(64), nullable=False),
+)
+
+bedside_crossmatch = Table(
+    "bedside_crossmatch",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("at", BigInteger, nullable=False),
+    Column("institution_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("encounter_id", String(64)),
+    Column("din", String(16), nullable=False),  # ISBT 128 donation identification number (13 characters)
+    Column("product_code", String(16), nullable=False),
+    Column("abo", String(4)),
+    Column("rhd", String(16)),
+    Column("blood_group", String(64)),
+    Column("expiry", String(10)),  # the unit's expiry date (YYYY-MM-DD)
+    Column("valid_until", BigInteger, nullable=False),  # the crossmatch's validity, µs since epoch
+    Column("status", String(16), nullable=False),  # ready | transfused | cancelled
+    Column("username", String(160)),
+    Column("record_ref", String(160)),  # the transfusion Procedure once given
+)
+Index("ix_bedside_crossmatch_patient", bedside_crossmatch.c.patient_id, bedside_crossmatch.c.status)
+Index("ix_bedside_crossmatch_din", bedside_crossmatch.c.din)

@@ -22,7 +22,7 @@ Checks and findings are recorded as events in ``medsafety_event`` (ADR 0014's pa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -30,16 +30,22 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
-from healthlink.access.directory import InstitutionDirectory
 from healthlink.access import Repository, RequestContext, Services
+from healthlink.access.directory import InstitutionDirectory
 from healthlink.db import tables as t
-from healthlink.errors import Forbidden, Invalid, Issue, NotFound
+from healthlink.errors import Conflict, Forbidden, Invalid, Issue, NotFound
 from healthlink.fhir.store import Stored
 from healthlink.medsafety.knowledge import INTERRUPTING, SEVERITIES, Knowledge, Source
 
+#: a draft order checked again within this time (order-select, then order-sign; or selected again)
+#: keeps its first check and its findings' ids (recognition's rule, docs/medsafety.md)
+DEDUPE_US = 24 * 3600 * 1_000_000
+
 KINDS = ("interaction", "allergy", "duplicate", "dose")
 CHANNELS = ("cds", "api", "web", "demo")
-CHECKED, FINDING, OVERRIDDEN = "checked", "finding", "overridden"
+CHECKED, FINDING, OVERRIDDEN, ACCEPTED = "checked", "finding", "overridden", "accepted"
+#: the code system of OVERRIDE_REASONS (CDS Hooks overrideReasons, the JSON API)
+OVERRIDE_REASON_SYSTEM = "https://healthlink.example.org/fhir/CodeSystem/medsafety-override-reason"
 #: reasons to go ahead despite a finding (codes; "other" needs a text)
 OVERRIDE_REASONS: dict[str, tuple[str, str]] = {
     "benefit-outweighs-risk": ("获益大于风险", "The benefit outweighs the risk"),
@@ -98,6 +104,10 @@ class Finding:
     knowledge_id: str | None = None  # the knowledge entry (not given in a hint: it names the pair)
     management: str | None = None  # disclosed or draft-only findings
     detail: dict[str, Any] = field(default_factory=dict)  # dose: dose, limit, unit, band ...
+    #: the same finding of the same draft order was already overridden (at order-select, or an
+    #: earlier check within a day): {"event", "reason", "text", "at"}; None otherwise
+    overridden: dict[str, Any] | None = None
+    mechanism: str | None = None  # an interaction's mechanism (disclosed findings only)
 
     @property
     def grant_needed(self) -> bool:
@@ -157,16 +167,27 @@ class _Record:
 class MedSafety:
     """The medication safety service (``Platform.medsafety``)."""
 
-    def __init__(self, services: Services, knowledge: Knowledge, *,
+    def __init__(self, services: Services, knowledge: Knowledge | Callable[[], Knowledge], *,
                  interrupt_severities: Iterable[str] = INTERRUPTING, clock=None) -> None:  # noqa: ANN001
         self.s = services
-        self.knowledge = knowledge
+        # the knowledge in force, or how to get it (``store.InForce``: read from the store on first
+        # use, after migrations; cached, and re-read when another version is put in force)
+        self.knowledge = knowledge  # type: ignore[assignment]
         self.interrupting = frozenset(interrupt_severities)
         bad = self.interrupting - set(SEVERITIES)
         if bad:
             raise Invalid(f"unknown severities {sorted(bad)}")
         self._clock = clock or (lambda: datetime.now().astimezone())
         self.directory = InstitutionDirectory(services.db)
+
+    @property
+    def knowledge(self) -> Knowledge:
+        return self._knowledge if self._load_knowledge is None else self._load_knowledge()
+
+    @knowledge.setter
+    def knowledge(self, kb: Knowledge | Callable[[], Knowledge]) -> None:
+        self._knowledge = kb if isinstance(kb, Knowledge) else None
+        self._load_knowledge = None if isinstance(kb, Knowledge) else kb
 
     @property
     def clock(self):  # noqa: ANN201
@@ -270,6 +291,8 @@ class MedSafety:
                 if ings:
                     records.append(_Record(s, shown, "medication", name, ings, (), _day(body)))
         weight = max(weights)[1] if weights else None
+        # newest first: of several records giving the same finding, the newest one is shown
+        records.sort(key=lambda r: r.day or "", reverse=True)
         today = self._clock().date()
         age = _age_years(patient_body.get("birthDate"), today)
         findings: list[Finding] = []
@@ -296,7 +319,7 @@ class MedSafety:
     def _finding(self, kind: str, severity: str, ing: str, source: Source, rec: _Record | None,
                  other: str | None, me: str | None, *, zh: tuple[str, str], en: tuple[str, str],
                  knowledge_id: str | None, management: str | None = None, onc: bool = False,
-                 detail: dict | None = None) -> Finding:
+                 detail: dict | None = None, mechanism: str | None = None) -> Finding:
         """``zh``/``en``: (text when disclosed, text of the hint)."""
         concerns = self._concerns(rec, other, me) if rec is not None else None
         shown = concerns is None or concerns.disclosed
@@ -305,7 +328,8 @@ class MedSafety:
             src["section"] = source.section
         f = Finding(new_id(), kind, severity, severity in self.interrupting, zh[0] if shown else zh[1],
                     en[0] if shown else en[1], src, ing, onc, concerns,
-                    knowledge_id if shown else None, management if shown else None, detail or {})
+                    knowledge_id if shown else None, management if shown else None, detail or {},
+                    mechanism=mechanism if shown else None)
         f._server = {"source_ref": rec.ref if rec else None, "knowledge": knowledge_id,  # type: ignore[attr-defined]
                      "source_institution": rec.stored.institution_id if rec else None}
         return f
@@ -341,7 +365,7 @@ class MedSafety:
                         f"{ix.severity} interaction: {de} interacts with a medication recorded at {we}; "
                         "ask the patient to authorise access to see it"),
                     knowledge_id=",".join(x.id for x in found)[:160], management=ix.management,
-                    onc=ix.onc_high_priority))
+                    onc=ix.onc_high_priority, mechanism=ix.mechanism))
         return out
 
     def _allergies(self, ing: str, records: list[_Record], me: str | None) -> list[Finding]:
@@ -480,15 +504,61 @@ class MedSafety:
                 "username": a.subject, "patient_id": check.patient_id, "person_id": check.person_id,
                 "encounter_id": encounter_id, "order_ref": check.order_ref}
 
+    def _earlier(self, conn: Any, ctx: RequestContext, check: MedCheck, encounter_id: str | None,
+                 at: int) -> tuple[str, dict[tuple, str]] | None:
+        """The latest check of the same draft order (``order_ref``) of the same patient at the same
+        institution in the last day, for the same ingredients (and encounter, when both name one),
+        with its findings' ids by :func:`_key`; None when there is none."""
+        e = t.medsafety_event
+        rows = conn.execute(select(e.c.check_id, e.c.encounter_id, e.c.detail).where(
+            e.c.patient_id == check.patient_id, e.c.order_ref == check.order_ref, e.c.kind == CHECKED,
+            e.c.institution_id == ctx.actor.institution_id, e.c.at >= at - DEDUPE_US).order_by(e.c.at.desc())).all()
+        for r in rows:
+            if encounter_id and r.encounter_id and r.encounter_id != encounter_id:
+                continue
+            if (orjson.loads(r.detail or "{}").get("ingredients") or []) != check.ingredients:
+                continue  # the draft now names another drug: a new check
+            known: dict[tuple, str] = {}
+            for fr in conn.execute(select(e.c.id, e.c.finding_kind, e.c.severity, e.c.disclosed, e.c.source_ref,
+                                          e.c.knowledge, e.c.detail).where(e.c.check_id == r.check_id,
+                                                                           e.c.kind == FINDING)):
+                d = orjson.loads(fr.detail or "{}")
+                known.setdefault((fr.finding_kind, fr.severity, d.get("ingredient"), bool(fr.disclosed),
+                                  fr.source_ref, fr.knowledge, d.get("summary_en")), fr.id)
+            return r.check_id, known
+        return None
+
     def _record_check(self, ctx: RequestContext, check: MedCheck, encounter_id: str | None, channel: str) -> None:
+        """A ``checked`` event and a ``finding`` event per finding.  A draft order checked again
+        within a day (order-select, then order-sign) keeps the first check and the ids of the
+        findings shown the same way (so an override given at select covers sign, and nothing is
+        counted twice); only findings new since then are recorded, under the first check."""
         base = self._base_event(ctx, check, encounter_id, channel)
         at = self._now_us()
-        rows = [_full({**base, "id": new_id(), "at": at, "kind": CHECKED,
-                       "detail": orjson.dumps({"ingredients": check.ingredients,
-                                               "knowledge_version": check.knowledge_version,
-                                               "findings": len(check.findings),
-                                               "interrupt": check.interrupt}).decode()})]
-        for f in check.findings:
+        earlier = None
+        if check.order_ref:
+            with self.s.db.read() as conn:
+                earlier = self._earlier(conn, ctx, check, encounter_id, at)
+        rows = []
+        fresh = check.findings
+        if earlier is not None:
+            check.check_id, known = earlier
+            base["check_id"] = check.check_id
+            fresh = []
+            for f in check.findings:
+                got = known.get(_key(f))
+                if got is None:
+                    fresh.append(f)
+                else:
+                    f.id = got
+            self._mark_overridden(check.findings)
+        else:
+            rows.append(_full({**base, "id": new_id(), "at": at, "kind": CHECKED,
+                               "detail": orjson.dumps({"ingredients": check.ingredients,
+                                                       "knowledge_version": check.knowledge_version,
+                                                       "findings": len(check.findings),
+                                                       "interrupt": check.interrupt}).decode()}))
+        for f in fresh:
             server = getattr(f, "_server", {})
             rows.append(_full({**base, "id": f.id, "at": at, "kind": FINDING, "finding_id": f.id,
                                "finding_kind": f.kind, "severity": f.severity, "interrupt": f.interrupt,
@@ -497,8 +567,23 @@ class MedSafety:
                                "source_ref": server.get("source_ref"),
                                "knowledge": (server.get("knowledge") or "")[:160] or None,
                                "detail": orjson.dumps(f.to_json()).decode()}))
-        with self.s.db.write() as conn:
-            conn.execute(t.medsafety_event.insert(), rows)
+        if rows:
+            with self.s.db.write() as conn:
+                conn.execute(t.medsafety_event.insert(), rows)
+
+    def _mark_overridden(self, findings: list[Finding]) -> None:
+        if not findings:
+            return
+        e = t.medsafety_event
+        with self.s.db.read() as conn:
+            done = {r.finding_id: r for r in conn.execute(
+                select(e.c.id, e.c.finding_id, e.c.reason, e.c.reason_text, e.c.at).where(
+                    e.c.finding_id.in_([f.id for f in findings]), e.c.kind == OVERRIDDEN))}
+        for f in findings:
+            r = done.get(f.id)
+            if r is not None:
+                f.overridden = {"event": r.id, "reason": r.reason, "text": r.reason_text,
+                                "at": datetime.fromtimestamp(r.at / 1e6).astimezone().isoformat(timespec="seconds")}
 
     def finding(self, ctx: RequestContext, finding_id: str) -> tuple[dict, dict]:
         """A finding event (its columns) and the finding as shown; only for staff of the
@@ -534,22 +619,49 @@ class MedSafety:
         if text and len(text) > 500:
             raise Invalid("the reason text is longer than 500 characters",
                           [Issue("too-long", "at most 500 characters", ("text",))])
+        return self._decide(ctx, ev, OVERRIDDEN, channel, reason=reason, reason_text=text)
+
+    def accept(self, ctx: RequestContext, finding_id: str, *, channel: str = "api") -> str:
+        """The prescriber followed the finding (removed or changed the draft; a CDS card's suggestion
+        accepted).  Returns the ``accepted`` event's id; accepting again returns the first.  A finding
+        already overridden cannot be accepted, nor the other way round (409)."""
+        self._actor(ctx)
+        if channel not in CHANNELS:
+            raise Invalid(f"unknown channel {channel!r}")
+        ev, _ = self.finding(ctx, finding_id)
+        return self._decide(ctx, ev, ACCEPTED, channel)
+
+    def _decide(self, ctx: RequestContext, ev: dict, kind: str, channel: str, **extra: Any) -> str:
         e = t.medsafety_event
         a = ctx.actor
+        finding_id = ev["id"]
         with self.s.db.write() as conn:
-            done = conn.execute(select(e.c.id).where(e.c.finding_id == finding_id, e.c.kind == OVERRIDDEN)).first()
+            done = conn.execute(select(e.c.id, e.c.kind).where(e.c.finding_id == finding_id,
+                                                               e.c.kind.in_((OVERRIDDEN, ACCEPTED)))).first()
             if done is not None:
+                if done.kind != kind:
+                    raise Conflict(f"finding {finding_id} was already {done.kind}",
+                                   [Issue("conflict", f"already {done.kind}", ("finding",))])
                 return done.id
             oid = new_id()
             row = {k: ev[k] for k in ("check_id", "institution_id", "patient_id", "person_id", "encounter_id",
                                       "order_ref", "finding_kind", "severity", "interrupt", "disclosed",
                                       "source_institution", "source_ref", "knowledge")}
-            row.update({"id": oid, "at": self._now_us(), "kind": OVERRIDDEN, "finding_id": finding_id,
+            row.update({"id": oid, "at": self._now_us(), "kind": kind, "finding_id": finding_id,
                         "channel": channel, "department_id": a.department_id,
                         "practitioner": f"Practitioner/{a.practitioner_id}" if a.practitioner_id else None,
-                        "username": a.subject, "reason": reason, "reason_text": text})
+                        "username": a.subject, **extra})
             conn.execute(e.insert(), [_full(row)])
         return oid
+
+    def knowledge_info(self) -> dict[str, Any]:
+        """The knowledge in force: version, date, provenance, counts per section, sources, and where
+        it is stored (mode, files, SHA-256, loaded, by) — ``store.describe``."""
+        from healthlink.medsafety import store
+
+        kb = self.knowledge
+        row_of = getattr(self._load_knowledge, "row", None)
+        return store.describe(kb, row_of() if callable(row_of) else None)
 
 
 _EVENT_COLUMNS = tuple(c.name for c in t.medsafety_event.columns)
@@ -559,17 +671,30 @@ def _full(row: dict) -> dict:
     return {c: row.get(c) for c in _EVENT_COLUMNS}
 
 
+def _key(f: Finding) -> tuple:
+    """What makes two checks' findings the same finding (shown the same way): a hint and the
+    disclosed finding behind it are two findings, as are two different doses."""
+    server = getattr(f, "_server", {})
+    return (f.kind, f.severity, f.ingredient, f.concerns.disclosed if f.concerns else True,
+            server.get("source_ref"), (server.get("knowledge") or "")[:160] or None, f.summary_en)
+
+
 def _dedupe(findings: list[Finding]) -> list[Finding]:
-    """One finding per kind and record (or per kind and knowledge entry for dose findings)."""
+    """One finding per kind and record (or per kind and knowledge entry for dose findings); and of
+    the records of one institution that give the same finding (the same drug prescribed again and
+    again, each order still active), only the first (the newest) — one alert per problem and
+    institution, not one per repeat prescription."""
     seen: set[tuple] = set()
     out = []
     for f in findings:
         server = getattr(f, "_server", {})
         key = (f.kind, f.ingredient, server.get("source_ref"), server.get("knowledge") if f.kind == "dose" else None,
                f.detail.get("which"))
-        if key in seen:
+        again = (f.kind, f.ingredient, f.severity, server.get("knowledge"), server.get("source_institution"),
+                 f.concerns.disclosed if f.concerns else True, f.concerns.ingredient if f.concerns else None)
+        if key in seen or (f.concerns is not None and again in seen):
             continue
-        seen.add(key)
+        seen.update((key, again))
         out.append(f)
     return out
 
@@ -643,4 +768,4 @@ def _convert(value: float, unit: Any, to: str) -> float | None:
     return None
 
 
-__all__ = ["CHANNELS", "KINDS", "OVERRIDE_REASONS", "Concerns", "Finding", "MedCheck", "MedSafety"]
+__all__ = ["CHANNELS", "DEDUPE_US", "KINDS", "OVERRIDE_REASONS", "OVERRIDE_REASON_SYSTEM", "Concerns", "Finding", "MedCheck", "MedSafety"]
