@@ -225,6 +225,8 @@ EXPECTED: dict[str, dict[str, str]] = {
                    "Encounter": "rs", "Person": "rs", "Organization": "rs"},
     "registration_clerk": {"Patient": "crsu", "Encounter": "crsu", "Organization": "rs"},
     "empi_reviewer": {"Patient": "rs", "Person": "rsu", "Organization": "rs"},
+    # no FHIR access to patient data: the pre-review service serves it (tests/test_prereview_api.py)
+    "prereview_pharmacist": {"Organization": "rs"},
     "quality_manager": {**dict.fromkeys(PATIENT_DATA, "rs"), "Organization": "rs"},
     "institution_manager": {"Organization": "rs"},
     "health_commission_leader": {"Organization": "rs"},

@@ -51,6 +51,9 @@ MEDICATION_CONTEXT_TYPES = ("MedicationRequest", "MedicationStatement", "Allergy
 CURRENT_REQUEST_STATUS = frozenset({"active", "on-hold"})
 CURRENT_STATEMENT_STATUS = frozenset({"active"})
 BODY_WEIGHT_CODES = frozenset({"http://loinc.org|29463-7", "http://loinc.org|3141-9"})
+#: results the pre-review pharmacist sees besides the weight: serum creatinine, eGFR (renal dosing)
+PREREVIEW_RESULT_CODES = frozenset({"http://loinc.org|2160-0", "http://loinc.org|33914-3",
+                                    "http://loinc.org|62238-1", "http://loinc.org|98979-8"})
 
 #: data classes whose records give a hint without a grant (Repository.outside_summary)
 HINT_CLASSES = ("laboratory", "imaging", "medications", "allergies", "conditions", "procedures")
@@ -644,6 +647,67 @@ class Repository:
         rec.patients.add(patient_id)
         self.s.audit.record(rec)
         return person, out
+
+    def prereview_context(self, patient_ids: list[str], *, clinical: bool,
+                          query: str) -> dict[str, list[Stored]]:
+        """What the regional pre-review pharmacist (a role with ``prereview``, docs/prereview.md)
+        may see of the patients of prescriptions submitted to the pre-review centre, and nothing
+        else: each Patient of ``patient_ids`` must have a submitted prescription (otherwise 404, as
+        if unknown, and the refusal is audited).  Returns, per patient, the Patient and, with
+        ``clinical``, the records of that Patient (the submitting institution's) the review needs:
+        current MedicationRequests and MedicationStatements, AllergyIntolerances (as
+        :meth:`medication_context` selects them) and final body-weight and renal-function
+        Observations.  One audit record (``query``) names every patient and record served."""
+        if not R.may_prereview(self.actor.roles) or self.actor.kind != "user":
+            exc = Forbidden("only the regional pre-review pharmacist reads the patients of submitted prescriptions")
+            self._audit_failure("operation", exc, patients=set(patient_ids), query=query)
+            raise exc
+        wanted_ids = sorted(set(patient_ids))
+        pr, tok, r = t.prereview_prescription, t.idx_token, t.resource
+        out: dict[str, list[Stored]] = {}
+        with self.s.db.read() as conn:
+            submitted = set(conn.execute(select(pr.c.patient_id).where(
+                pr.c.patient_id.in_(wanted_ids)).distinct()).scalars()) if wanted_ids else set()
+            unknown = [p for p in wanted_ids if p not in submitted]
+            if unknown:
+                exc = NotFound(f"no prescription of Patient/{unknown[0]} was submitted to pre-review")
+                self._audit_failure("operation", exc, patients=set(unknown), query=query)
+                raise exc
+            rows = conn.execute(select(r).where(r.c.patient_id.in_(wanted_ids), r.c.deleted == false(),
+                                                r.c.res_type.in_(("Patient",) + (MEDICATION_CONTEXT_TYPES
+                                                                                  if clinical else ()))
+                                                )).all()
+            found = [store.row_to_stored(x) for x in rows]
+            toks: dict[int, dict[str, set[str]]] = {}
+            others = [s.rid for s in found if s.res_type != "Patient"]
+            if others:
+                for rid, param, system, code in conn.execute(select(tok.c.rid, tok.c.param, tok.c.system, tok.c.code).where(
+                        tok.c.rid.in_(others),
+                        tok.c.param.in_(("status", "clinical-status", "verification-status", "code")))):
+                    key = f"{system}|{code}" if param == "code" else code
+                    toks.setdefault(rid, {}).setdefault(param, set()).add(key)
+        for s in sorted(found, key=lambda x: (x.res_type != "Patient", x.rid)):
+            got = toks.get(s.rid, {})
+            status = got.get("status", set())
+            keep = s.res_type == "Patient"
+            if s.res_type == "MedicationRequest":
+                keep = bool(status & CURRENT_REQUEST_STATUS)
+            elif s.res_type == "MedicationStatement":
+                keep = bool(status & CURRENT_STATEMENT_STATUS)
+            elif s.res_type == "AllergyIntolerance":
+                clinical_status = got.get("clinical-status", set())
+                keep = (not clinical_status or "active" in clinical_status) and not (
+                    got.get("verification-status", set()) & {"refuted", "entered-in-error"})
+            elif s.res_type == "Observation":
+                keep = bool(got.get("code", set()) & (BODY_WEIGHT_CODES | PREREVIEW_RESULT_CODES)) \
+                    and bool(status & {"final", "amended", "corrected"})
+            if keep:
+                out.setdefault(s.patient_id or "", []).append(s)
+        served = [s for items in out.values() for s in items]
+        rec = self._record("operation", served, query=query)
+        rec.patients.update(wanted_ids)
+        self.s.audit.record(rec)
+        return out
 
     def match(self, patient: object, *, only_certain: bool = False,
               count: int | None = None) -> list[tuple[Stored, float, str]]:

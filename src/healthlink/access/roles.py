@@ -48,6 +48,9 @@ class Role:
     # reads and completes the platform's possible-duplicate Tasks and links, keeps apart, merges,
     # unmerges and undoes (the EMPI review queue, healthlink.identity.review); no other Task
     empi_review: bool = False
+    # the regional prescription pre-review centre (issue 8; healthlink.medsafety.prereview): the
+    # prescriptions submitted to the centre and, of their patients only, the data the checks need
+    prereview: bool = False
 
 
 _NURSE_WRITES = frozenset({"Observation", "MedicationAdministration", "Encounter", "Procedure",
@@ -75,6 +78,14 @@ ROLES: dict[str, Role] = {r.code: r for r in [
          scope="region", empi_review=True,
          basis="Resolves possible duplicate persons across institutions: demographics only; reads "
                "and completes the platform's possible-duplicate Tasks (the review queue), no other Task."),
+    Role("prereview_pharmacist", "Regional pre-review pharmacist", "区域处方审核中心药师", {"directory": "rs"},
+         scope="region", prereview=True,
+         basis="Reviews the prescriptions that institutions configured for pre-review submit to the "
+               "regional centre (医疗机构处方审核规范 2018: pharmacists review every prescription "
+               "before dispensing): sees those prescriptions and, of their patients only, the data "
+               "the review needs (the Patient, active medications, allergies, weight and renal "
+               "results) through the pre-review service, every access audited; no FHIR access to "
+               "patient data, no other patients."),
     Role("quality_manager", "Quality manager", "质控管理员", {"patient": "rs", "directory": "rs"},
          basis="Reviews records of own institution for quality control (病历质控)."),
     Role("institution_manager", "Institution manager (president)", "院长/机构管理者",
@@ -126,6 +137,12 @@ def may_review_identity(roles: frozenset[str]) -> bool:
     """May the roles use the EMPI review queue and its actions (link, keep apart, merge,
     unmerge, undo) on the platform's possible-duplicate Tasks?"""
     return any(ROLES[c].empi_review for c in roles if c in ROLES)
+
+
+def may_prereview(roles: frozenset[str]) -> bool:
+    """May the roles work the regional pre-review centre's queue (and read, of the patients of
+    submitted prescriptions only, what the review needs)?"""
+    return any(ROLES[c].prereview for c in roles if c in ROLES)
 
 
 def region_wide(roles: frozenset[str], res_type: str, op: str) -> bool:
@@ -206,6 +223,8 @@ def _ops_text(role: Role, cls: str) -> str:
 
 
 def _scope_text(role: Role) -> str:
+    if role.prereview:
+        return "patients of prescriptions submitted to pre-review (through the pre-review service)"
     if "patient" not in role.ops:
         return "no patient data"
     if role.scope == "person":
