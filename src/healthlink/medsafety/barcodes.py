@@ -84,8 +84,10 @@ __all__ = [
     "parse_gs1",
     "parse_scan",
     "parse_trace_code",
+    "parse_tube_label",
     "parse_wristband",
     "split_symbology",
+    "tube_label_payload",
     "wristband_payload",
 ]
 
@@ -750,6 +752,29 @@ def parse_dispense_label(scan: str | bytes) -> DispenseLabel:
         raise _invalid("dispensing label must be HLD1.<MedicationRequest id> (1-64 of A-Z a-z 0-9 '-' '.')",
                        "dispense-label")
     return DispenseLabel(medication_request_id=rid)
+
+
+TUBE_PREFIX = "HLT1."
+
+
+def tube_label_payload(service_request_id: str) -> str:
+    """The text on a specimen tube label printed for a lab order: ``HLT1.<ServiceRequest id>``
+    (bedside specimen collection, healthlink.medsafety.bedside)."""
+    if not _ID_DOTTED.fullmatch(service_request_id or ""):
+        raise _invalid(f"ServiceRequest id {service_request_id!r} is not a FHIR id", "tube-label")
+    return TUBE_PREFIX + service_request_id
+
+
+def parse_tube_label(scan: str | bytes) -> str:
+    """The ServiceRequest id of a specimen tube label ``HLT1.<ServiceRequest id>``."""
+    text = _text(scan)
+    _aim, text = split_symbology(text)
+    if not text.startswith(TUBE_PREFIX):
+        raise _invalid(f"not a HealthLink tube label: expected {TUBE_PREFIX}<ServiceRequest id>", "tube-label")
+    rid = text[len(TUBE_PREFIX):]
+    if not _ID_DOTTED.fullmatch(rid):
+        raise _invalid("tube label must be HLT1.<ServiceRequest id> (1-64 of A-Z a-z 0-9 '-' '.')", "tube-label")
+    return rid
 
 
 # --------------------------------------------------------------------------- detection
