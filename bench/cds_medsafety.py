@@ -36,13 +36,9 @@ What it does, end to end (the load generator, its open model and its figures are
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import random
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cds_recognition import _token, _wait_ready, open_loop, request_bytes, summarise
+from cds_recognition import request_bytes, serve_and_drive, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -199,23 +195,6 @@ def prepare(plat, *, sample: int, n: int, seed: int, interacting: float, run_id:
     return cases, clients
 
 
-def _probe(base: str, raw: bytes) -> str:
-    """One request before the load: its status and the cards' count (the route must work)."""
-    import http.client
-
-    head, body = raw.split(b"\r\n\r\n", 1)
-    lines = head.decode().split("\r\n")
-    headers = dict(ln.split(": ", 1) for ln in lines[1:])
-    host, port = base.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.request("POST", HOOK, body=body, headers=headers)
-    resp = conn.getresponse()
-    data = resp.read()
-    if resp.status != 200:
-        sys.exit(f"the hook answered {resp.status}: {data[:500]!r}")
-    return f"200, {len(json.loads(data).get('cards', []))} card(s)"
-
-
 def _events(url: str) -> dict[str, int]:
     from sqlalchemy import create_engine, func, select
 
@@ -268,16 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
     args = ap.parse_args(argv)
 
-    from fhir_read import (
-        _machine_busy_ticks,
-        _ticks_of_command,
-        _ticks_of_session,
-        free_port,
-        git_commit,
-        machine,
-        make_database,
-        taskset,
-    )
+    from fhir_read import git_commit, machine, make_database
 
     from healthlink.db.migrate import upgrade
     from healthlink.demogen import Options
@@ -318,55 +288,18 @@ def main(argv: list[str] | None = None) -> None:
           f"knowledge {knowledge}; {len(cases):,} requests from {len(clients)} hospitals "
           f"({sum(c.interacting for c in cases) / len(cases):.0%} interacting); setup {setup_s:.0f} s", flush=True)
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHLINK_")}
-    env.update(HEALTHLINK_DATABASE_URL=db.url, HEALTHLINK_DATA_DIR=str(work / "data"),
-               HEALTHLINK_SECRET_KEY=uuid.uuid4().hex + uuid.uuid4().hex, HEALTHLINK_HOST="127.0.0.1",
-               HEALTHLINK_PORT=str(port), HEALTHLINK_WORKERS=str(args.workers), HEALTHLINK_BASE_URL=base)
-    log_path = work / "server.log"
-    server = None
-    try:
-        with open(log_path, "wb") as log:
-            server = subprocess.Popen([*taskset(args.server_cpus), HEALTHLINK, "serve"], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_ready(base, server)
-        tokens = {inst: _token(base, f"bench-ms-{run_id}-{inst}", secret) for inst in clients}
-        bodies = [request_bytes("127.0.0.1", port, HOOK, hook_body(c, base + "/fhir"), tokens[c.client])
-                  for c in cases]
-        print(f"probe: {_probe(base, bodies[0])}", flush=True)
-        warm_n = int(args.rate * args.warmup)
-        if args.warmup:
-            asyncio.run(open_loop("127.0.0.1", port, lambda i: bodies[i], rate=args.rate,
-                                  duration=args.warmup, connections=args.connections))
-        hz = os.sysconf("SC_CLK_TCK")
-        srv0, pg0, mach0, me0, w0 = (_ticks_of_session(server.pid), _ticks_of_command("postgres"),
-                                     _machine_busy_ticks(), os.times(), time.time())
-        load0 = os.getloadavg()
-        run = asyncio.run(open_loop("127.0.0.1", port, lambda i: bodies[warm_n + i], rate=args.rate,
-                                    duration=args.duration, connections=args.connections))
-        wall = time.time() - w0
-        srv1, pg1, mach1, me1 = (_ticks_of_session(server.pid), _ticks_of_command("postgres"),
-                                 _machine_busy_ticks(), os.times())
-        # fresh draft ids: re-send a sample (new hookInstance and ids) to count what the doctors saw
-        shown = _cards(base, [request_bytes("127.0.0.1", port, HOOK, hook_body(c, base + "/fhir"), tokens[c.client])
-                              for c in cases[:200]])
-    finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+    d = serve_and_drive(db_url=db.url, work=work, workers=args.workers, server_cpus=args.server_cpus,
+                        client_ids={inst: f"bench-ms-{run_id}-{inst}" for inst in clients}, secret=secret,
+                        bodies=lambda base, port, tokens: [
+                            request_bytes("127.0.0.1", port, HOOK, hook_body(c, base + "/fhir"), tokens[c.client])
+                            for c in cases],
+                        rate=args.rate, warmup=args.warmup, duration=args.duration, connections=args.connections,
+                        # fresh draft ids: re-send a sample (new hookInstance and ids) to count what doctors saw
+                        after=lambda base, port, tokens: _cards(base, [
+                            request_bytes("127.0.0.1", port, HOOK, hook_body(c, base + "/fhir"), tokens[c.client])
+                            for c in cases[:200]]))
+    run, cpu, statuses, load0, shown = d.run, d.cpu, d.statuses, d.load_average_before, d.after
     r = summarise(run)
-    cpu = {"server_cores": round((srv1 - srv0) / hz / wall, 2), "postgres_cores": round((pg1 - pg0) / hz / wall, 2),
-           "generator_cores": round((me1.user + me1.system - me0.user - me0.system) / wall, 2),
-           "machine_busy_cores": round((mach1 - mach0) / hz / wall, 2)}
-    cpu["other_cores"] = round(cpu["machine_busy_cores"] - cpu["server_cores"] - cpu["postgres_cores"]
-                               - cpu["generator_cores"], 2)
-    statuses: dict[str, int] = {}
-    for s in run.samples:
-        statuses[str(s.status)] = statuses.get(str(s.status), 0) + 1
     kinds = _events(db.url)
     out = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit, "machine": mach,
@@ -379,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         "goal": f"p99 <= {GOAL_P99_MS} ms at {GOAL_RATE:.0f} req/s",
         "met": bool(r["p99_ms"] <= GOAL_P99_MS and r["errors"] == 0 and r["rate_in_window"] >= 0.99 * args.rate
                     and args.rate >= GOAL_RATE),
-        "server_log": str(log_path),
+        "server_log": str(work / "server.log"),
     }
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False))

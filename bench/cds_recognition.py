@@ -370,16 +370,7 @@ def hook_body(case: Case, fhir_base: str) -> bytes:
 
 # ------------------------------------------------------------------ main
 def main() -> None:
-    from fhir_read import (
-        _machine_busy_ticks,
-        _ticks_of_command,
-        _ticks_of_session,
-        free_port,
-        git_commit,
-        machine,
-        make_database,
-        taskset,
-    )
+    from fhir_read import git_commit, machine, make_database
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -466,53 +457,14 @@ def main() -> None:
           f"for {len({p for p, _ in planned}):,} Persons; {len(cases):,} requests from {len(clients)} hospitals; "
           f"setup {setup_s:.0f} s", flush=True)
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHLINK_")}
-    env.update(HEALTHLINK_DATABASE_URL=db.url, HEALTHLINK_DATA_DIR=str(work / "data"),
-               HEALTHLINK_SECRET_KEY=uuid.uuid4().hex + uuid.uuid4().hex, HEALTHLINK_HOST="127.0.0.1",
-               HEALTHLINK_PORT=str(port), HEALTHLINK_WORKERS=str(args.workers), HEALTHLINK_BASE_URL=base)
-    log_path = work / "server.log"
-    server = None
-    try:
-        with open(log_path, "wb") as log:
-            server = subprocess.Popen([*taskset(args.server_cpus), HEALTHLINK, "serve"], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_ready(base, server)
-        tokens = {inst: _token(base, f"bench-cds-{run_id}-{inst}", secret) for inst in clients}
-        bodies = [request_bytes("127.0.0.1", port, HOOK, hook_body(c, base + "/fhir"), tokens[c.client])
-                  for c in cases]
-        probe = _probe(base, bodies[0])
-        print(f"probe: {probe}", flush=True)
-        warm_n = int(args.rate * args.warmup)
-        if args.warmup:
-            asyncio.run(open_loop("127.0.0.1", port, lambda i: bodies[i], rate=args.rate,
-                                  duration=args.warmup, connections=args.connections))
-        hz = os.sysconf("SC_CLK_TCK")
-        srv0, pg0, mach0, me0, w0 = (_ticks_of_session(server.pid), _ticks_of_command("postgres"),
-                                     _machine_busy_ticks(), os.times(), time.time())
-        load0 = os.getloadavg()
-        run = asyncio.run(open_loop("127.0.0.1", port, lambda i: bodies[warm_n + i], rate=args.rate,
-                                    duration=args.duration, connections=args.connections))
-        wall = time.time() - w0
-        srv1, pg1, mach1, me1 = (_ticks_of_session(server.pid), _ticks_of_command("postgres"),
-                                 _machine_busy_ticks(), os.times())
-    finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+    d = serve_and_drive(db_url=db.url, work=work, workers=args.workers, server_cpus=args.server_cpus,
+                        client_ids={inst: f"bench-cds-{run_id}-{inst}" for inst in clients}, secret=secret,
+                        bodies=lambda base, port, tokens: [
+                            request_bytes("127.0.0.1", port, HOOK, hook_body(c, base + "/fhir"), tokens[c.client])
+                            for c in cases],
+                        rate=args.rate, warmup=args.warmup, duration=args.duration, connections=args.connections)
+    run, cpu, statuses, load0 = d.run, d.cpu, d.statuses, d.load_average_before
     r = summarise(run)
-    cpu = {"server_cores": round((srv1 - srv0) / hz / wall, 2), "postgres_cores": round((pg1 - pg0) / hz / wall, 2),
-           "generator_cores": round((me1.user + me1.system - me0.user - me0.system) / wall, 2),
-           "machine_busy_cores": round((mach1 - mach0) / hz / wall, 2)}
-    cpu["other_cores"] = round(cpu["machine_busy_cores"] - cpu["server_cores"] - cpu["postgres_cores"]
-                               - cpu["generator_cores"], 2)
-    statuses: dict[str, int] = {}
-    for s in run.samples:
-        statuses[str(s.status)] = statuses.get(str(s.status), 0) + 1
     from sqlalchemy import create_engine, func, select
 
     from healthlink.db import tables as t
@@ -533,7 +485,7 @@ def main() -> None:
         "goal": f"p99 <= {GOAL_P99_MS} ms at {GOAL_RATE:.0f} req/s",
         "met": bool(r["p99_ms"] <= GOAL_P99_MS and r["errors"] == 0 and r["rate_in_window"] >= 0.99 * args.rate
                     and args.rate >= GOAL_RATE),
-        "server_log": str(log_path),
+        "server_log": str(work / "server.log"),
     }
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False))
@@ -547,6 +499,78 @@ def main() -> None:
     print("RESULT " + json.dumps({k: out[k] for k in ("when", "commit", "region_patients", "target_rate",
                                                        "achieved_rate", "p50_ms", "p90_ms", "p99_ms", "max_ms",
                                                        "errors", "met")}))
+
+
+@dataclass
+class Driven:
+    """What :func:`serve_and_drive` measured."""
+
+    run: Run
+    cpu: dict[str, float]  # cores used during the measured part: server, postgres, generator, machine, other
+    statuses: dict[str, int]
+    load_average_before: tuple[float, float, float]
+    probe: str
+    after: object = None  # what ``after`` returned
+
+
+def serve_and_drive(*, db_url: str, work: Path, workers: int, server_cpus: str | None,
+                    client_ids: dict[str, str], secret: str, bodies, rate: float, warmup: float,  # noqa: ANN001
+                    duration: float, connections: int, after=None) -> Driven:  # noqa: ANN001
+    """Start the production server (``healthlink serve``, ``workers`` processes, optionally pinned
+    with taskset) on ``db_url``, get a client-credentials token for each of ``client_ids``
+    (institution -> client id), build the requests with ``bodies(base, port, tokens)``, probe the
+    first, run the warm-up and then the measured open loop at ``rate``, and count the CPU of the
+    server, PostgreSQL, this generator and the whole machine during the measured part.
+    ``after(base, port, tokens)`` runs while the server is still up.  The server is stopped
+    (SIGINT, then SIGKILL after 30 s) whatever happens."""
+    from fhir_read import _machine_busy_ticks, _ticks_of_command, _ticks_of_session, free_port, taskset
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHLINK_")}
+    env.update(HEALTHLINK_DATABASE_URL=db_url, HEALTHLINK_DATA_DIR=str(work / "data"),
+               HEALTHLINK_SECRET_KEY=uuid.uuid4().hex + uuid.uuid4().hex, HEALTHLINK_HOST="127.0.0.1",
+               HEALTHLINK_PORT=str(port), HEALTHLINK_WORKERS=str(workers), HEALTHLINK_BASE_URL=base)
+    server = None
+    try:
+        with open(work / "server.log", "wb") as log:
+            server = subprocess.Popen([*taskset(server_cpus), HEALTHLINK, "serve"], env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_ready(base, server)
+        tokens = {inst: _token(base, cid, secret) for inst, cid in client_ids.items()}
+        raw = bodies(base, port, tokens)
+        probe = _probe(base, raw[0])
+        print(f"probe: {probe}", flush=True)
+        warm_n = int(rate * warmup)
+        if warmup:
+            asyncio.run(open_loop("127.0.0.1", port, lambda i: raw[i], rate=rate, duration=warmup,
+                                  connections=connections))
+        hz = os.sysconf("SC_CLK_TCK")
+        srv0, pg0, mach0, me0, w0 = (_ticks_of_session(server.pid), _ticks_of_command("postgres"),
+                                     _machine_busy_ticks(), os.times(), time.time())
+        load0 = os.getloadavg()
+        run = asyncio.run(open_loop("127.0.0.1", port, lambda i: raw[warm_n + i], rate=rate,
+                                    duration=duration, connections=connections))
+        wall = time.time() - w0
+        srv1, pg1, mach1, me1 = (_ticks_of_session(server.pid), _ticks_of_command("postgres"),
+                                 _machine_busy_ticks(), os.times())
+        extra = after(base, port, tokens) if after is not None else None
+    finally:
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGINT)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+    cpu = {"server_cores": round((srv1 - srv0) / hz / wall, 2), "postgres_cores": round((pg1 - pg0) / hz / wall, 2),
+           "generator_cores": round((me1.user + me1.system - me0.user - me0.system) / wall, 2),
+           "machine_busy_cores": round((mach1 - mach0) / hz / wall, 2)}
+    cpu["other_cores"] = round(cpu["machine_busy_cores"] - cpu["server_cores"] - cpu["postgres_cores"]
+                               - cpu["generator_cores"], 2)
+    statuses: dict[str, int] = {}
+    for sample in run.samples:
+        statuses[str(sample.status)] = statuses.get(str(sample.status), 0) + 1
+    return Driven(run, cpu, statuses, load0, probe, extra)
 
 
 def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -585,7 +609,8 @@ def _probe(base: str, raw: bytes) -> str:
     headers = dict(ln.split(": ", 1) for ln in lines[1:])
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.request("POST", HOOK, body=body, headers=headers)
+    path = lines[0].split(" ")[1]  # the request line of ``raw``: POST <path> HTTP/1.1
+    conn.request("POST", path, body=body, headers=headers)
     resp = conn.getresponse()
     data = resp.read()
     if resp.status != 200:
