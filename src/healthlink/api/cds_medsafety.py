@@ -202,7 +202,7 @@ def reason_of(f: Feedback) -> tuple[str | None, str | None]:
 
 def feedback(platform: Platform, ctx: RequestContext, items: list[Feedback]) -> dict[str, Any]:
     """Record the feedback on medication-safety cards; everything is checked before anything is recorded."""
-    from healthlink.api.cds_routes import _bad
+    from healthlink.api.cds_routes import _bad, staff_through_client
 
     ms = platform.medsafety
     plan = []
@@ -223,10 +223,8 @@ def feedback(platform: Platform, ctx: RequestContext, items: list[Feedback]) -> 
                               [Issue("required", "an interrupting finding needs a reason",
                                      (f"{f.where}.overrideReason.reason",))])
         if ctx.actor.kind == "client":
-            staff = platform.accounts.actor_for_username(ctx.actor, event["username"])
-            agent = f"CDS client {ctx.actor.subject} ({ctx.actor.display})"
-            dctx = RequestContext(actor=staff, request_id=ctx.request_id, address=ctx.address,
-                                  user_agent=f"{agent}; {ctx.user_agent}" if ctx.user_agent else agent)
+            dctx = staff_through_client(platform, ctx, event["username"],
+                                        f"CDS client {ctx.actor.subject} ({ctx.actor.display})")
         else:
             dctx = ctx
         plan.append((f, reason, dctx))

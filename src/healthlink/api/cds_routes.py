@@ -418,6 +418,14 @@ def cards(result: CheckResult, *, base_url: str, recorded: bool = True) -> list[
 
 
 # ------------------------------------------------------------------ who acts
+def staff_through_client(platform: Platform, ctx: RequestContext, username: str, agent: str) -> RequestContext:
+    """The member of staff ``username`` (to whom a card or finding was shown) acting through their
+    hospital system's request ``ctx``; ``agent`` names the system in the audit's user agent."""
+    staff = platform.accounts.actor_for_username(ctx.actor, username)
+    return RequestContext(actor=staff, request_id=ctx.request_id, address=ctx.address,
+                          user_agent=f"{agent}; {ctx.user_agent}" if ctx.user_agent else agent)
+
+
 def practitioner_context(platform: Platform, ctx: RequestContext, user_id: str | None) -> RequestContext:
     """The request context of the acting member of staff.  A hospital system names them in
     ``context.userId`` (a Practitioner or PractitionerRole of its institution); a member of staff
@@ -532,10 +540,8 @@ def _feedback(platform: Platform, ctx: RequestContext, body: Any) -> dict[str, A
                     raise _bad(f"{sid} is not a suggestion of card {f.card}", f"{f.where}.acceptedSuggestions[{k}].id")
         event, _hit = platform.recognition.card(ctx, f.card)
         if ctx.actor.kind == "client":
-            staff = platform.accounts.actor_for_username(ctx.actor, event["username"])
-            agent = f"CDS client {ctx.actor.subject} ({ctx.actor.display})"
-            dctx = RequestContext(actor=staff, request_id=ctx.request_id, address=ctx.address,
-                                  user_agent=f"{agent}; {ctx.user_agent}" if ctx.user_agent else agent)
+            dctx = staff_through_client(platform, ctx, event["username"],
+                                        f"CDS client {ctx.actor.subject} ({ctx.actor.display})")
         elif ctx.actor.kind == "user":
             dctx = ctx
         else:

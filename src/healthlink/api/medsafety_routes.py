@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from healthlink.access import RequestContext
-from healthlink.api.cds_routes import practitioner_context
+from healthlink.api.cds_routes import practitioner_context, staff_through_client
 from healthlink.api.deps import CurrentContext, CurrentPlatform
 from healthlink.errors import Forbidden, Invalid, Issue
 from healthlink.medsafety.service import OVERRIDE_REASON_SYSTEM, OVERRIDE_REASONS
@@ -88,9 +88,7 @@ def _decider(platform: Platform, ctx: RequestContext, finding_id: str) -> Reques
     if ctx.actor.kind != "client":
         raise Forbidden("decisions on a finding are taken by a member of staff or their hospital system")
     event, _ = platform.medsafety.finding(ctx, finding_id)
-    staff = platform.accounts.actor_for_username(ctx.actor, event["username"])
-    return RequestContext(actor=staff, request_id=ctx.request_id, address=ctx.address,
-                          user_agent=f"client {ctx.actor.subject}; {ctx.user_agent or ''}".rstrip("; "))
+    return staff_through_client(platform, ctx, event["username"], f"client {ctx.actor.subject}")
 
 
 @router.post("/check", summary="The order-time medication check of one or more draft MedicationRequests")

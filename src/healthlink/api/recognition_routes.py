@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from healthlink.access import RequestContext
-from healthlink.api.cds_routes import practitioner_context
+from healthlink.api.cds_routes import practitioner_context, staff_through_client
 from healthlink.api.deps import CurrentContext, CurrentPlatform
 from healthlink.errors import Forbidden, Invalid, Issue
 from healthlink.recognition.service import CheckResult, Order
@@ -97,9 +97,7 @@ def _decider(platform: Platform, ctx: RequestContext, card_id: str) -> RequestCo
     if ctx.actor.kind != "client":
         raise Forbidden("decisions on a reminder are taken by a member of staff or their hospital system")
     event, _ = platform.recognition.card(ctx, card_id)
-    staff = platform.accounts.actor_for_username(ctx.actor, event["username"])
-    return RequestContext(actor=staff, request_id=ctx.request_id, address=ctx.address,
-                          user_agent=f"client {ctx.actor.subject}; {ctx.user_agent or ''}".rstrip("; "))
+    return staff_through_client(platform, ctx, event["username"], f"client {ctx.actor.subject}")
 
 
 @router.post("/check", summary="The order-time check: still-valid results of the ordered items")
