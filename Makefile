@@ -31,14 +31,16 @@ postgres:
 install-browser:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium fonts-noto-cjk)
 
-## The whole suite, on SQLite and then on PostgreSQL.
+## The whole suite, on SQLite and then on PostgreSQL.  The heavy suites that do not depend on the
+## database kind (browser, fault, fuzz, bench smoke, Spark) run once, in the PostgreSQL pass.
+HEAVY := browser or fault or fuzz or bench or spark
 test: install install-browser postgres
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgresql
 
 test-sqlite: install
 	@echo "=== test suite on SQLite ==="
-	HEALTHLINK_TEST_DB=sqlite $(PY) -m pytest $(PYTEST_ARGS)
+	HEALTHLINK_TEST_DB=sqlite $(PY) -m pytest -m "not ($(HEAVY))" $(PYTEST_ARGS)
 
 test-postgresql: install postgres
 	@echo "=== test suite on PostgreSQL ==="

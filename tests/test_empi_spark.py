@@ -1,8 +1,9 @@
 """The EMPI batch on Spark (docs/empi.md): one model trained on DuckDB links a small region on
 DuckDB and on Spark (local mode) into the same persons, with the same pair scores.
 
-No database: runs the same under both HEALTHLINK_TEST_DB modes.  Needs pyspark (in the test
-extra) and Java 17; without them it fails, it does not skip."""
+No database: the same under both HEALTHLINK_TEST_DB modes, so it is marked ``spark`` and runs
+once, in the PostgreSQL pass (Makefile).  Needs pyspark (in the test extra) and Java 17;
+without them it fails, it does not skip."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from healthlink.settings import Settings
 
 AUTO, REVIEW = Settings().empi_auto_link_threshold, Settings().empi_review_threshold
 # pyspark's DataFrame.collect leaves its local result socket for the garbage collector
-pytestmark = pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+pytestmark = [pytest.mark.spark,
+              pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from healthlink.api.grant_routes import patient_router as patient_grant_router
 from healthlink.api.grant_routes import staff_router as grant_router
 from healthlink.api.healthcode_routes import router as healthcode_router
 from healthlink.api.bedside_routes import router as bedside_router
+from healthlink.api.dashboard_routes import router as dashboard_router
 from healthlink.api.import_routes import router as import_router
 from healthlink.api.ledger_routes import router as ledger_router
 from healthlink.api.medsafety_routes import router as medsafety_router
@@ -75,6 +76,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(medsafety_router)  # issue 8: order-time checks, overrides, knowledge
     app.include_router(prereview_router)  # issue 8: regional prescription pre-review centre
     app.include_router(bedside_router)  # issue 8: bedside verification (three checks, seven pairs)
+    app.include_router(dashboard_router)  # issue 10: the leaders' dashboard
     app.include_router(import_router)  # before fhir_router, whose /{res_type} would take $import
     app.include_router(fhir_router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics,  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from healthlink.web.demo_phone import router as _demo_phone
 from healthlink.web.grant_pages import router as _grant_pages
 from healthlink.web.healthcode_pages import router as _health_code_pages
 from healthlink.web.bedside_pages import router as _bedside_pages
+from healthlink.web.dashboard_pages import router as _dashboard_pages
 from healthlink.web.ledger_pages import router as _ledger_pages
 from healthlink.web.medsafety_pages import router as _medsafety_pages
 from healthlink.web.portal import router as _portal
@@ -30,6 +31,7 @@ router.include_router(_recognition_pages)
 router.include_router(_medsafety_pages)
 router.include_router(_prereview_pages)
 router.include_router(_bedside_pages)
+router.include_router(_dashboard_pages)
 router.include_router(_portal)
 router.include_router(_portal_grants)
 router.include_router(_portal_records)
