@@ -54,6 +54,20 @@ def _now() -> int:
     return int(time.time())
 
 
+MIN_PASSWORD = 8  # NIST SP 800-63B-4 section 3.1.1.2: at least 8 where a second factor may follow
+MAX_PASSWORD = 256  # argon2 hashes any length; a bound keeps a login request cheap to refuse
+
+
+def check_password(password: str, *, username: str) -> None:
+    """The password policy (docs/security.md): 8 to 256 characters, not blank, not the username."""
+    if len(password) < MIN_PASSWORD or not password.strip():
+        raise Invalid(f"a password needs at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise Invalid(f"a password has at most {MAX_PASSWORD} characters")
+    if password.strip().lower() == username.strip().lower():
+        raise Invalid("a password must not be the username")
+
+
 def add_user(db: Database, *, username: str, password: str, display_name: str, roles: list[str],
              institution_id: str | None, department_id: str | None = None,
              practitioner_id: str | None = None) -> int:
@@ -66,8 +80,7 @@ def add_user(db: Database, *, username: str, password: str, display_name: str, r
     if len(admin & set(roles)) > 1 or (admin & set(roles) and set(roles) - admin):
         raise Invalid("the system, security and audit administrator roles are held separately "
                       "(MLPS level 3 separation of duties) and not combined with clinical roles")
-    if len(password) < 8:
-        raise Invalid("a password needs at least 8 characters")
+    check_password(password, username=username)
     try:
         with db.write() as conn:
             return conn.execute(insert(t.user_account).values(
@@ -82,8 +95,11 @@ def add_user(db: Database, *, username: str, password: str, display_name: str, r
 
 def add_client(db: Database, *, client_id: str, display_name: str, institution_id: str,
                scopes: str = "system/*.cruds", secret: str | None = None) -> str:
-    """Register a machine client; returns its secret (shown once, stored hashed)."""
-    parse_scopes(scopes, strict=True)
+    """Register a machine client; returns its secret (shown once, stored hashed).  A client gets
+    system/ scopes only: patient/ scopes need a launch patient and user/ scopes a user, and a
+    client has neither (SMART App Launch v2, backend services)."""
+    if any(s.context != "system" for s in parse_scopes(scopes, strict=True)):
+        raise Invalid(f"a client gets system/ scopes only, e.g. system/Patient.rs; not '{scopes}'")
     secret = secret or secrets.token_urlsafe(32)
     try:
         with db.write() as conn:
@@ -138,7 +154,10 @@ class AccountService:
         c = self._verified_claims(token)
         return Actor(kind=c.get("knd", "user"), subject=c["sub"], display=c.get("name", c["sub"]),
                      institution_id=c.get("ins"), roles=frozenset(c.get("roles", [])),
-                     scopes=parse_scopes(c.get("scope", "")), practitioner_id=c.get("pra"),
+                     # patient/ scopes need a launch patient, which this platform never issues:
+                     # they grant nothing (else the repository would read them as user/ scopes)
+                     scopes=tuple(s for s in parse_scopes(c.get("scope", "")) if s.context != "patient"),
+                     practitioner_id=c.get("pra"),
                      department_id=c.get("dep"))
 
     # -------------------------------------------------------------- staff login
@@ -318,4 +337,4 @@ def context_for_cli(actor: Actor) -> RequestContext:
     return RequestContext(actor=actor, address="cli", purpose_of_use="HOPERAT")
 
 
-__all__ = ["AccountService", "add_user", "add_client", "TokenIssued", "ROLES"]
+__all__ = ["AccountService", "add_user", "add_client", "check_password", "TokenIssued", "ROLES"]

@@ -50,6 +50,8 @@ async def json_body(request: Request) -> object:
     except orjson.JSONDecodeError as exc:
         raise Invalid(f"the body is not valid JSON: {exc}",
                       [Issue("structure", f"not valid JSON: {exc}")]) from None
+    except fhirjson.TooDeep as exc:
+        raise Invalid(str(exc), [Issue("too-costly", str(exc))]) from None
 
 
 Body = Annotated[object, Depends(json_body)]

@@ -30,7 +30,15 @@ class SearchParam:
 @cache
 def schema() -> dict:
     with gzip.open(DATA / "fhir.schema.json.gz") as fh:
-        return json.load(fh)
+        s = json.load(fh)
+    # The official schema gives the complex types and resources "properties" but no
+    # "type": "object", and JSON Schema applies "properties" to objects only: a number, a
+    # string or null stood where a HumanName was expected, passed, and broke whatever read it
+    # next (found by the /fhir fuzz, issue 9).  Every definition with properties is an object.
+    for d in s["definitions"].values():
+        if "properties" in d and "type" not in d:
+            d["type"] = "object"
+    return s
 
 
 @cache

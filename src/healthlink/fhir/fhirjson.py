@@ -45,10 +45,24 @@ def _default(obj: object) -> object:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+class TooDeep(ValueError):
+    """A body nested deeper than the platform stores (:data:`MAX_DEPTH`)."""
+
+
+#: orjson reads up to 1024 levels but writes at most 254 (its recursion limit), so a body
+#: between the two would pass validation and fail when stored; it is refused on arrival.
+MAX_DEPTH = 254
+
+
 def loads(data: bytes | str) -> object:
     """Parse a request body.  orjson first: it is strict (RFC 8259, UTF-8, no NaN, no lone
-    surrogates) and its errors are what clients are told; then the decimal-keeping parse."""
+    surrogates) and its errors are what clients are told; then the decimal-keeping parse.
+    :class:`TooDeep` when nested deeper than :data:`MAX_DEPTH` (found by fuzzing, issue 9)."""
     value = orjson.loads(data)
+    try:
+        orjson.dumps(value)  # C speed; raises exactly where storing would
+    except TypeError:
+        raise TooDeep(f"the body is nested deeper than {MAX_DEPTH} levels") from None
     try:
         return parse(data)
     except RecursionError:  # nested deeper than the stdlib parser goes: plain floats then

@@ -20,7 +20,7 @@ import jsonschema_rs
 
 from healthlink.errors import Invalid, Issue
 from healthlink.fhir.definitions import choice_groups, required_elements, resource_types, schema
-from healthlink.fhir.fhirjson import plain
+from healthlink.fhir.fhirjson import MAX_DEPTH, dumps, plain
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _lock = threading.Lock()
@@ -56,6 +56,8 @@ def check_resource(resource: object, *, path: str | None = None,
         where = (f"{path}.resourceType" if path else "resourceType")
         return [Issue("structure", f"unknown or missing resourceType {rt!r}", (where,))]
     root = path or rt
+    if path is None and _too_deep(resource):
+        return [Issue("too-costly", f"the resource is nested deeper than {MAX_DEPTH} levels", (root,))]
     if expected_type and rt != expected_type:
         return [Issue("invalid", f"resourceType {rt} does not match the URL's {expected_type}",
                       (f"{root}.resourceType",))]
@@ -83,7 +85,7 @@ def check_resource(resource: object, *, path: str | None = None,
         if ep in seen:
             continue  # one message per element is enough
         seen.add(ep)
-        issues.append(Issue("structure" if ipath else "invalid", err.message, (ep,)))
+        issues.append(Issue("structure" if ipath else "invalid", _short(err.message), (ep,)))
     rid = resource.get("id")
     if rid is not None and (not isinstance(rid, str) or not _ID.match(rid)):
         ep = f"{root}.id"
@@ -96,9 +98,33 @@ def check_resource(resource: object, *, path: str | None = None,
     return issues
 
 
+#: an answer names at most this many problems, each in at most MAX_MESSAGE characters: a
+#: schema message quotes the offending value, which may be megabytes (issue 9, the /fhir fuzz)
+MAX_ISSUES, MAX_MESSAGE = 100, 300
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…"
+
+
+def _too_deep(resource: dict) -> bool:
+    """Deeper than the store can write (orjson's limit, fhirjson.MAX_DEPTH): found by the
+    parser fuzz (issue 9), an NDJSON line 300 levels deep crashed the import instead of being
+    quarantined.  One C-speed serialisation answers it."""
+    try:
+        dumps(resource)
+    except TypeError:
+        return True
+    return False
+
+
 def validate_resource(resource: object, *, expected_type: str | None = None) -> dict:
-    """Raise :class:`Invalid` listing every problem; return the resource when valid."""
+    """Raise :class:`Invalid` listing every problem (the first :data:`MAX_ISSUES`); return the
+    resource when valid."""
     issues = check_resource(resource, expected_type=expected_type)
+    if len(issues) > MAX_ISSUES:
+        more = len(issues) - MAX_ISSUES
+        issues = issues[:MAX_ISSUES] + [Issue("too-costly", f"and {more} more problem(s) not listed")]
     if issues:
         raise Invalid(f"{len(issues)} validation error(s): {issues[0].diagnostics}", issues)
     return resource  # type: ignore[return-value]

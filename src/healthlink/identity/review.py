@@ -362,6 +362,8 @@ class Review:
             did = int(decision_id)
         except (TypeError, ValueError):
             raise Invalid(f"'{decision_id}' is not a decision id") from None
+        if not 0 < did < 2**63:
+            raise Invalid(f"'{decision_id}' is not a decision id")
 
         def run(conn: Connection) -> tuple[Decision, AuditRecord]:
             d = t.empi_decision.c

@@ -61,7 +61,11 @@ def read_records(path: Path) -> Iterator[Record]:
         return
     for n, entry in enumerate(bundle.get("entry") or [], 1):
         res = entry.get("resource") if isinstance(entry, dict) else None
-        raw = orjson.dumps(res if res is not None else entry).decode()
+        try:
+            raw = orjson.dumps(res if res is not None else entry).decode()
+        except TypeError:
+            yield Record(name, n, "", None, error="the entry is nested deeper than 254 levels")
+            continue
         if not isinstance(res, dict):
             yield Record(name, n, raw, None, error="a Bundle entry without a resource")
             continue

@@ -107,6 +107,8 @@ def parse_add_checkpoint(body: bytes) -> tuple[int, list[bytes], str]:
     size = lines[0][4:]
     if not size.isascii() or not size.isdigit() or (size != "0" and size.startswith("0")):
         raise Invalid(f"bad old size {size[:30]!r}: decimal, no leading zeroes")
+    if len(size) > 20:
+        raise Invalid(f"bad old size {size[:30]!r}: more than 20 digits")
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise Invalid(f"more than {MAX_PROOF_LINES} consistency proof lines")
     proof = []

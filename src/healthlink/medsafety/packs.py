@@ -102,9 +102,22 @@ def parse(raw: Any, knowledge: Knowledge) -> PackMaster:
             bad(where, "not an object with an id")
             continue
         where += f" ({e['id']})"
-        product = products.get(e.get("product"))
+        # a file from outside: every field is checked for its kind before it is used (a list as
+        # the product or a string as the strength raised TypeError; found by the parser fuzz, issue 9)
+        pid = e.get("product")
+        product = products.get(pid) if isinstance(pid, str) else None
         if product is None:
-            bad(f"{where}.product", f"unknown product {e.get('product')!r}; not in the drug dictionary")
+            bad(f"{where}.product", f"unknown product {pid!r}; not in the drug dictionary")
+        kinds_ok = True
+        for key in ("gtins", "trace_prefixes", "routes"):
+            if e.get(key) is not None and not isinstance(e.get(key), list):
+                bad(f"{where}.{key}", "must be a list")
+                kinds_ok = False
+        if e.get("strength") is not None and not isinstance(e.get("strength"), dict):
+            bad(f"{where}.strength", "must be an object with value, unit and per")
+            kinds_ok = False
+        if not kinds_ok:
+            continue
         gtins = tuple(e.get("gtins") or ())
         for g in gtins:
             if not (isinstance(g, str) and len(g) == 14 and g.isdigit() and gs1_check_digit(g[:-1]) == int(g[-1])):
@@ -125,7 +138,7 @@ def parse(raw: Any, knowledge: Knowledge) -> PackMaster:
             bad(f"{where}.strength", "needs value (> 0), unit and per")
         routes = tuple(e.get("routes") or ())
         for r in routes:
-            if knowledge.route_id(r) is None:
+            if not isinstance(r, str) or knowledge.route_id(r) is None:
                 bad(f"{where}.routes", f"unknown route {r!r}")
         if not issues and product is not None:
             packs.append(Pack(e["id"], product, gtins, prefixes, str(e.get("form") or ""), float(value),

@@ -22,6 +22,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from healthlink.access import RequestContext
@@ -43,7 +44,12 @@ _env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
 
 
 def secure_cookie(request: Request) -> bool:
-    """Secure cookies except on plain http to loopback (development and tests)."""
+    """Secure cookies except on plain http to loopback (development and tests); always when the
+    public ``base_url`` is https (behind a TLS proxy that does not forward the scheme)."""
+    state = request.app.state
+    settings = getattr(state, "settings", None) or getattr(getattr(state, "platform", None), "settings", None)
+    if settings is not None and str(settings.base_url).lower().startswith("https://"):
+        return True
     host = (request.url.hostname or "").lower()
     return not (host in ("localhost", "127.0.0.1", "::1", "testserver") and request.url.scheme == "http")
 
@@ -147,6 +153,9 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
                   request_id=request.scope.get("state", {}).get("request_id", "-"))
 
 
+_DOES_NOT_FIT = N_("The request does not fit this page: a form field or parameter is missing or malformed.")
+
+
 class PageRoute(APIRoute):
     """Routes of pages: a 401 redirects to the login page, other errors of the family and
     unexpected errors render the error page (never a stack trace)."""
@@ -172,9 +181,12 @@ class PageRoute(APIRoute):
                 return resp
             except HealthLinkError as exc:
                 return error_page(request, exc.status, exc.message)
+            except StarletteHTTPException as exc:  # e.g. 413 from the body-size limit (api/middleware.py)
+                if exc.status_code == 413:
+                    return error_page(request, 413, N_("The upload is larger than this platform accepts."))
+                return error_page(request, exc.status_code, _DOES_NOT_FIT)
             except RequestValidationError:  # e.g. a form field of the wrong kind, ?page=x
-                return error_page(request, 400, N_("The request does not fit this page: a form field or "
-                                                   "parameter is missing or malformed."))
+                return error_page(request, 400, _DOES_NOT_FIT)
             except Exception:
                 rid = request.scope.get("state", {}).get("request_id", "-")
                 log.exception("unhandled error on a page (request %s)", rid)
