@@ -20,12 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from healthlink.errors import Unavailable
+from healthlink.errors import Invalid, Unavailable
 
 
+CONNECT_TIMEOUT_S = 2  # libpq's connect_timeout (it treats 1 as 2): a server that never answers
 _SQLITE_MMAP_BYTES = 1 << 30  # address space only; pages are read as used
 _CHECKPOINT_EVERY_S = 0.1
 _AUTOCHECKPOINT_PAGES = 10_000  # backstop should the background checkpoints fall behind
@@ -116,7 +117,8 @@ class _WriteLock:
 
 class Database:
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10,
-                 pool_timeout: float = 5.0) -> None:
+                 pool_timeout: float = 5.0, connect_timeout: int = CONNECT_TIMEOUT_S,
+                 pool_pre_ping: bool = True) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._stats_lock = threading.Lock()
@@ -163,9 +165,13 @@ class Database:
                     # driver connection skips SQLAlchemy's statement machinery on every read.
                     conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
         else:
+            # connect_timeout: libpq waits for ever (psycopg: 130 s) for a server that accepts
+            # the TCP connection and never answers; fail the request fast instead (docs/faults.md).
+            # pool_pre_ping costs one round trip per checkout; without it a restart of the
+            # database is still survived, because an outage error discards the pool (_outage).
             self.engine = create_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
-                pool_pre_ping=True,
+                pool_pre_ping=pool_pre_ping, connect_args={"connect_timeout": max(2, int(connect_timeout))},
             )
 
     @contextmanager
@@ -177,15 +183,20 @@ class Database:
         if lock is not None:
             lock.acquire()
         try:
-            with _unavailable_on_outage():
+            with self._outage():
                 conn = self.engine.connect()
             try:
                 conn.info["write"] = True
-                with _unavailable_on_outage(), conn.begin():
+                with self._outage(), conn.begin():
                     yield conn
             finally:
-                conn.info.pop("write", None)
-                conn.close()
+                try:
+                    # an invalidated connection (the database went away) would reconnect to
+                    # answer .info, and raise past the 503 into a 500 (docs/faults.md)
+                    if not conn.invalidated:
+                        conn.info.pop("write", None)
+                finally:
+                    conn.close()
         finally:
             if lock is not None:
                 lock.release()
@@ -193,10 +204,10 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only unit of work (one snapshot on both backends)."""
-        with _unavailable_on_outage():
+        with self._outage():
             conn = self.engine.connect()
         try:
-            with _unavailable_on_outage(), conn.begin():
+            with self._outage(), conn.begin():
                 yield conn
         finally:
             conn.close()
@@ -211,10 +222,10 @@ class Database:
             with self.read() as conn:
                 yield conn
             return
-        with _unavailable_on_outage():
+        with self._outage():
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            with _unavailable_on_outage():
+            with self._outage():
                 yield conn
         finally:
             conn.close()
@@ -244,6 +255,23 @@ class Database:
         finally:
             with self._stats_lock:
                 self._stats_running = False
+
+    @contextmanager
+    def _outage(self) -> Iterator[None]:
+        """:func:`_unavailable_on_outage`, and when the database went away, drop every pooled
+        connection: after a restart of PostgreSQL they are all dead, and the statements the hot
+        paths send on the driver's own cursor (``driver_fetchone``, ``bulk_insert``) bypass
+        SQLAlchemy's own disconnect handling, so without this a dead connection could be handed
+        out again (and with ``pool_pre_ping`` off, again and again)."""
+        try:
+            with _unavailable_on_outage():
+                yield
+        except Unavailable as exc:
+            if getattr(exc, "disconnect", False):
+                # a new pool; the old one's idle connections are closed, the checked-out ones
+                # are discarded when they are given back
+                self.engine.dispose()
+            raise
 
     def dispose(self) -> None:
         if self._checkpointer is not None:
@@ -333,25 +361,47 @@ def reserve_ids(conn: Connection, table: Table, column: str, n: int) -> list[int
 
 @contextmanager
 def _unavailable_on_outage() -> Iterator[None]:
-    """Turn 'the database is not there' into a 503 the client can retry."""
+    """Turn 'the database is not there' (or cannot take the write) into a 503 the client can
+    retry, with a message that says which; never the driver's text (docs/faults.md)."""
     try:
         yield
     except PoolTimeout as exc:
         raise Unavailable("database connection pool exhausted; retry shortly",
                           headers={"Retry-After": "1"}) from exc
-    except OperationalError as exc:
-        msg = str(exc.orig) if exc.orig else str(exc)
-        if _is_outage(msg):
-            raise Unavailable("database unavailable; retry shortly",
-                              headers={"Retry-After": "2"}) from exc
+    except OverflowError as exc:
+        raise Invalid("a number in the request is out of range (64-bit integers at most)") from exc
+    except DBAPIError as exc:
+        msg = (str(exc.orig) if exc.orig else str(exc)).lower()
+        if any(s in msg for s in _DISK_FULL):
+            raise Unavailable("the database's disk is full: nothing was written; retry once the "
+                              "platform's operators have made room", headers={"Retry-After": "30"}) from exc
+        if isinstance(exc, DataError):
+            # the client's value, not the database: a NUL in text (PostgreSQL refuses it), a
+            # number out of the column's range
+            why = ("text must not contain the NUL character" if "nul" in msg
+                   else "a text is longer than the field allows" if "too long" in msg
+                   else "a number is out of range" if "out of range" in msg
+                   else "a value has the wrong form")
+            raise Invalid("a value in the request cannot be stored or compared: " + why) from exc
+        if not isinstance(exc, OperationalError) and not exc.connection_invalidated:
+            raise
+        if any(s in msg for s in _BUSY):
+            raise Unavailable("database busy; retry shortly", headers={"Retry-After": "1"}) from exc
+        if exc.connection_invalidated or any(s in msg for s in _GONE):
+            err = Unavailable("database unavailable; retry shortly", headers={"Retry-After": "2"})
+            err.disconnect = True  # type: ignore[attr-defined]  # Database._outage drops the pool
+            raise err from exc
         raise
 
 
-def _is_outage(msg: str) -> bool:
-    m = msg.lower()
-    return any(s in m for s in (
-        "connection refused", "could not connect", "server closed the connection",
-        "terminating connection", "connection is closed", "database is locked",
-        "disk i/o error", "database or disk is full", "no space left",
-        "the database system is starting up", "the database system is shutting down",
-    ))
+# SQLSTATE 53100 disk_full ("could not extend file ...: No space left on device"), SQLite's
+# SQLITE_FULL, and an out-of-space I/O error
+_DISK_FULL = ("database or disk is full", "no space left", "could not extend file", "disk full")
+_BUSY = ("database is locked", "too many clients", "remaining connection slots are reserved")
+_GONE = (
+    "connection refused", "could not connect", "server closed the connection", "terminating connection",
+    "connection is closed", "connection timeout expired", "timeout expired", "connection is lost",
+    "consuming input failed", "ssl syscall error", "the database system is starting up",
+    "the database system is shutting down", "the database system is in recovery mode",
+    "disk i/o error", "no such host", "name or service not known",
+)

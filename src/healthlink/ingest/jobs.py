@@ -11,7 +11,6 @@ import uuid
 import zlib
 from pathlib import Path
 
-import orjson
 from sqlalchemy import select
 
 from healthlink.access import Actor, RequestContext, Services
@@ -20,7 +19,7 @@ from healthlink.access.scopes import scopes_allow
 from healthlink.db import tables as t
 from healthlink.errors import Forbidden, Invalid, NotFound
 from healthlink.fhir.definitions import resource_types
-from healthlink.ingest.service import ingest_files, register_upload
+from healthlink.ingest.service import ingest_files, register_upload, upload_state
 from healthlink.ingest.sources import read_records
 
 log = logging.getLogger(__name__)
@@ -118,10 +117,10 @@ def import_status(services: Services, upload_id: str, *, ctx: RequestContext) ->
     """(status, report) of an upload of the actor's institution: running, done or failed."""
     u = t.ingest_upload.c
     with services.db.read() as conn:
-        row = conn.execute(select(u.status, u.counts, u.institution_id).where(u.id == upload_id)).first()
+        row = conn.execute(select(u.status, u.counts, u.institution_id, u.started).where(u.id == upload_id)).first()
     if row is None or row.institution_id != ctx.actor.institution_id:
         raise NotFound(f"upload {upload_id} is not known")
-    return row.status, (orjson.loads(row.counts) if row.counts else None)
+    return upload_state(row.status, row.counts, row.started)
 
 
 def list_uploads(platform, ctx: RequestContext, *, limit: int = 50) -> list[dict]:  # noqa: ANN001
@@ -138,8 +137,9 @@ def list_uploads(platform, ctx: RequestContext, *, limit: int = 50) -> list[dict
                             .order_by(u.started.desc()).limit(limit)).all()
     out = []
     for r in rows:
-        totals = (orjson.loads(r.counts).get("totals") if r.counts else None) or {}
-        out.append({"id": r.id, "created": instant(r.started), "status": r.status,
+        status, report = upload_state(r.status, r.counts, r.started)
+        totals = (report or {}).get("totals") or {}
+        out.append({"id": r.id, "created": instant(r.started), "status": status,
                     "accepted": totals.get("accepted", 0), "updated": totals.get("updated", 0),
                     "unchanged": totals.get("unchanged", 0), "quarantined": totals.get("quarantined", 0)})
     return out

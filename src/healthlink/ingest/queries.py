@@ -6,13 +6,13 @@ before the rows are returned, as the repository does for reads."""
 
 from __future__ import annotations
 
-import orjson
 from sqlalchemy import func, select
 
 from healthlink.access import RequestContext, Services
 from healthlink.db import tables as t
 from healthlink.errors import HealthLinkError, NotFound
 from healthlink.fhir.dates import instant
+from healthlink.ingest.service import upload_state
 from healthlink.ledger import AuditRecord
 
 QUARANTINE_PAGE = 50  # records per page of the quarantine list
@@ -34,10 +34,11 @@ def get_upload(services: Services, upload_id: str, *, ctx: RequestContext) -> di
                                   u.status, u.counts).where(u.id == upload_id)).first()
     if row is None or not _may_see(ctx, row.institution_id):
         raise NotFound(f"upload {upload_id} is not known")
+    status, report = upload_state(row.status, row.counts, row.started)
     return {"id": row.id, "institution": row.institution_id, "actor": row.actor,
             "files": [f for f in row.source.split("\n") if f], "started": instant(row.started),
-            "finished": instant(row.finished) if row.finished else None, "status": row.status,
-            "report": orjson.loads(row.counts) if row.counts else None}
+            "finished": instant(row.finished) if row.finished else None, "status": status,
+            "report": report}
 
 
 def list_quarantine(services: Services, upload_id: str, *, ctx: RequestContext, page: int = 1,

@@ -10,6 +10,7 @@ by the raw record), so rerunning an upload after a crash finishes it without dup
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -122,6 +123,53 @@ class _Batch:
         self.items, self.quarantine, self.targets = [], [], set()
 
 
+# A running upload's row is touched every HEARTBEAT_S by the process running it (its ``counts``
+# hold {"heartbeat": µs} until the report replaces them); one not touched for STALE_AFTER_S is
+# reported as failed: its process died (SIGKILL, power loss) and nobody will finish it.
+# Sending the same files again completes it (docs/ingest.md, docs/faults.md).
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 120.0
+
+
+class _Heartbeat:
+    def __init__(self, services: Services, upload_id: str) -> None:
+        self._services, self._id = services, upload_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"upload-heartbeat-{upload_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        u = t.ingest_upload.c
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                with self._services.db.write() as conn:
+                    conn.execute(update(t.ingest_upload).where(u.id == self._id, u.status == "running")
+                                 .values(counts=orjson.dumps({"heartbeat": now_us()}).decode()))
+            except Exception:  # noqa: BLE001 - the database is away: the next beat tries again
+                pass
+
+
+def upload_state(status: str, counts: str | None, started: int, *,
+                 now: int | None = None) -> tuple[str, dict | None]:
+    """(status, report) of an upload row as users see it: a ``running`` upload whose process
+    stopped beating is ``failed``; a running upload has no report yet."""
+    if status != "running":
+        return status, (orjson.loads(counts) if counts else None)
+    beat = started
+    if counts:
+        beat = max(beat, int(orjson.loads(counts).get("heartbeat") or 0))
+    if (now if now is not None else now_us()) - beat > STALE_AFTER_S * 1_000_000:
+        return "failed", None
+    return "running", None
+
+
 def register_upload(services: Services, paths: list[Path], *, institution: str, actor: Actor) -> str:
     """Record a new upload (status ``running``); its id names it in reports and status URLs."""
     with services.db.read() as conn:
@@ -146,6 +194,13 @@ def ingest_files(services: Services, paths: list[Path], *, institution: str, act
     if upload_id is None:
         upload_id = register_upload(services, paths, institution=institution, actor=actor)
     report = Report(upload_id, institution)
+    with _Heartbeat(services, upload_id):
+        return _ingest(services, paths, repo=repo, institution=institution, upload_id=upload_id,
+                       report=report, batch_size=batch_size, progress=progress)
+
+
+def _ingest(services: Services, paths: list[Path], *, repo: Repository, institution: str, upload_id: str,
+            report: Report, batch_size: int, progress: Progress | None) -> Report:
     try:
         plan = read_plan(paths, institution, progress=(lambda n: progress("read", n, 0)) if progress else None)
         with services.db.read() as conn:

@@ -87,6 +87,12 @@ class Ledger:
         self.batch_max = batch_max
         self.gap_seconds = gap_seconds
         self._gaps: dict[int, float] = {}  # audit seqs skipped -> when first seen missing
+        # when the committed records of the window that no leaf covers were last looked for: the
+        # skipped numbers above live in this process's memory only, so a sequencer that starts
+        # (after a crash) or outlives the one that saw a number skipped would never look for it
+        # again (docs/faults.md); -inf: on the first pass
+        self._last_sweep = float("-inf")
+        self.sweep_seconds = min(60.0, gap_seconds / 4)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,6 +150,18 @@ class Ledger:
             for missing in range(expect + 1, seq):
                 self._gaps.setdefault(missing, now)
             expect = seq
+        if now - self._last_sweep >= self.sweep_seconds:
+            self._last_sweep = now
+            cutoff = now_us() - int(self.gap_seconds * 1_000_000)
+            leaf = t.ledger_leaf.c
+            # only numbers above the last one integrated before the window: a number skipped
+            # earlier than that is past the window whatever its record's (forgeable) timestamp
+            # says, and verification keeps reporting a record put there (docs/ledger.md)
+            floor = conn.execute(select(func.max(leaf.audit_seq)).where(leaf.integrated < cutoff)).scalar() or 0
+            for s in conn.execute(select(a.c.seq).where(
+                    a.c.seq > floor, a.c.seq <= hw, a.c.recorded >= cutoff,
+                    ~exists().where(leaf.audit_seq == a.c.seq)).limit(self.batch_max)).scalars():
+                self._gaps.setdefault(s, now)
         late = [s for s in list(self._gaps) if s <= hw]
         if late:
             got = conn.execute(select(a.c.seq, a.c.content).where(
