@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, exists, false, or_, select, true
+from sqlalchemy import Connection, Table, and_, bindparam, exists, false, null, or_, select, true
 
 from healthlink.access import grants as G
 from healthlink.access import roles as R
@@ -122,6 +124,17 @@ class Services:
 class Written:
     stored: Stored
     created: bool
+
+
+@dataclass
+class CheckScope:
+    """What :meth:`Repository.medication_context_scope` and :meth:`Repository.result_candidates_scope`
+    yield."""
+
+    person_id: str | None
+    records: list[tuple[Stored, bool]]  # (record, disclosed), the Patient first
+    rows: list[tuple[Table, list[dict]]]  # the caller's rows, committed with the audit record
+    also: object = None  # what the caller's ``also(conn)`` returned
 
 
 class Repository:
@@ -538,6 +551,37 @@ class Repository:
         rule lets it say: that a recognisable result exists at an institution on a date.  Records
         carrying a sensitive category in force and not covered by a grant are left out altogether.
         One audit record names the patient, the disclosed records and the grants used."""
+        with self.result_candidates_scope(patient_id, codes=codes, since_us=since_us, studies=studies) as scope:
+            return scope.person_id, scope.records
+
+    @contextmanager
+    def result_candidates_scope(self, patient_id: str, *, codes: list[tuple[str, str]], since_us: int,
+                                studies: bool = False,
+                                also: Callable[[Connection], object] | None = None) -> Iterator[CheckScope]:
+        """:meth:`result_candidates` for a check that records what it found: as
+        :meth:`medication_context_scope` (the caller's rows committed with the audit record when the
+        block ends; ``also(conn)`` run in the same read transaction; ADR 0016)."""
+        person, out, answer = self._candidate_rows(patient_id, codes=codes, since_us=since_us, studies=studies,
+                                                   also=also)
+        rec = self._record("operation", [s for s, shown in out if shown],
+                           query=f"Patient/{patient_id}/$recognition-check")
+        rec.patients.add(patient_id)
+        scope = CheckScope(person, out, [], answer)
+        try:
+            yield scope
+        except BaseException:
+            try:
+                self.s.audit.record(rec)
+            except HealthLinkError:
+                pass  # the original error is what the caller must see
+            raise
+        rec.with_rows = scope.rows
+        self.s.audit.record(rec)
+
+    def _candidate_rows(self, patient_id: str, *, codes: list[tuple[str, str]], since_us: int, studies: bool,
+                        also: Callable[[Connection], object] | None
+                        ) -> tuple[str | None, list[tuple[Stored, bool]], object]:
+        """The reads of :meth:`result_candidates`, in one read transaction, and the caller's ``also(conn)``."""
         self._require("Patient", "read", audit=True)
         a = self.actor
         if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
@@ -562,11 +606,8 @@ class Repository:
                         out.append((shown, True))
                     elif s.rid not in hidden:
                         out.append((s, False))
-        rec = self._record("operation", [s for s, shown in out if shown],
-                           query=f"Patient/{patient_id}/$recognition-check")
-        rec.patients.add(patient_id)
-        self.s.audit.record(rec)
-        return person, out
+            answer = also(conn) if also is not None else None
+        return person, out, answer
 
     def medication_context(self, patient_id: str) -> tuple[str | None, list[tuple[Stored, bool]]]:
         """What the order-time medication check (issue 8) needs of the Person behind the actor's
@@ -584,11 +625,46 @@ class Repository:
         an allergy is recorded at an institution on a date.  Records carrying a sensitive category
         in force that no grant covers are left out.  One audit record names the patient, the
         disclosed records and the grants used."""
+        with self.medication_context_scope(patient_id) as scope:
+            return scope.person_id, scope.records
+
+    @contextmanager
+    def medication_context_scope(self, patient_id: str, *,
+                                 also: Callable[[Connection], object] | None = None) -> Iterator[CheckScope]:
+        """:meth:`medication_context` for a check that records what it found (ADR 0016).  Yields a
+        :class:`CheckScope`; ``(table, [row, ...])`` pairs the caller appends to its ``rows``
+        (the check's events) are committed with the audit record, in the audit writer's group
+        commit, when the block ends: no write transaction of their own.  The block's end waits for
+        that commit (503 if it fails), so nothing leaves the platform before its record is durable.
+        If the block raises, the audit record is still written, without the rows, and the error
+        stands.  ``also(conn)``: the caller's own look-up (its earlier events), run in the same read
+        transaction after the records are read; its answer is ``scope.also``."""
+        person, out, answer = self._medication_rows(patient_id, also)
+        rec = self._record("operation", [s for s, shown in out if shown],
+                           query=f"Patient/{patient_id}/$medication-check")
+        rec.patients.add(patient_id)
+        scope = CheckScope(person, out, [], answer)
+        try:
+            yield scope
+        except BaseException:
+            try:
+                self.s.audit.record(rec)
+            except HealthLinkError:
+                pass  # the original error is what the caller must see
+            raise
+        rec.with_rows = scope.rows
+        self.s.audit.record(rec)
+
+    def _medication_rows(self, patient_id: str, also: Callable[[Connection], object] | None = None
+                         ) -> tuple[str | None, list[tuple[Stored, bool]], object]:
+        """The reads of :meth:`medication_context`, in one read transaction: the grants, the Patient,
+        the Person's current records in one statement (:func:`_medication_sql`), and the caller's
+        ``also(conn)``."""
         self._require("Patient", "read", audit=True)
         a = self.actor
         if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
             raise Forbidden("only a doctor, nurse or pharmacist checks a patient's medication at order time")
-        pl, tok, r = t.person_link, t.idx_token, t.resource
+        pl = t.person_link
         out: list[tuple[Stored, bool]] = []
         with self.s.db.read() as conn:
             self._load_grants(conn)
@@ -596,57 +672,22 @@ class Repository:
             if not self._can_see(p):
                 raise self._unknown("operation", "Patient", patient_id, p)
             out.append((p, True))
-            person = conn.execute(select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
-            patients = [patient_id] if person is None else sorted(
-                conn.execute(select(pl.c.patient_id).where(pl.c.person_id == person)).scalars())
-            # the Person's rows of these types (a few hundred at most), then their status tokens by rid
-            rows = conn.execute(select(r.c.rid, r.c.res_type).where(
-                r.c.patient_id.in_(patients), r.c.deleted == false(),
-                r.c.res_type.in_(MEDICATION_CONTEXT_TYPES))).all()
-            kinds = {x.rid: x.res_type for x in rows}
-            toks: dict[int, dict[str, set[str]]] = {}
-            if kinds:
-                for rid, param, system, code in conn.execute(select(tok.c.rid, tok.c.param, tok.c.system, tok.c.code).where(
-                        tok.c.rid.in_(sorted(kinds)),
-                        tok.c.param.in_(("status", "clinical-status", "verification-status", "code")))):
-                    key = f"{system}|{code}" if param == "code" else code
-                    toks.setdefault(rid, {}).setdefault(param, set()).add(key)
-            wanted: list[int] = []
-            weights: set[int] = set()
-            for rid, rt in kinds.items():
-                got = toks.get(rid, {})
-                status = got.get("status", set())
-                if rt == "MedicationRequest" and status & CURRENT_REQUEST_STATUS:
-                    wanted.append(rid)
-                elif rt == "MedicationStatement" and status & CURRENT_STATEMENT_STATUS:
-                    wanted.append(rid)
-                elif rt == "AllergyIntolerance":
-                    clinical = got.get("clinical-status", set())
-                    if (not clinical or "active" in clinical) and not (
-                            got.get("verification-status", set()) & {"refuted", "entered-in-error"}):
-                        wanted.append(rid)
-                elif rt == "Observation" and got.get("code", set()) & BODY_WEIGHT_CODES \
-                        and status & {"final", "amended", "corrected"}:
-                    wanted.append(rid)
-                    weights.add(rid)
-            found = [store.row_to_stored(x) for x in conn.execute(
-                select(r).where(r.c.rid.in_(sorted(wanted))).order_by(r.c.rid)).all()] if wanted else []
-            hidden: set[int] = set()
-            if self.s.sensitive and found:
-                hidden = set(conn.execute(select(tok.c.rid).where(
-                    tok.c.rid.in_([s.rid for s in found]), tok.c.param == "_sensitive",
-                    tok.c.system == LABEL_SYSTEM, tok.c.code.in_(sorted(self.s.sensitive)))).scalars())
+            rows = conn.execute(_medication_sql(True, self.s.sensitive), {"pid": patient_id}).all()
+            person = rows[0].person_id if rows else conn.execute(
+                select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
+            if person is None:  # not linked to a Person (yet): the Patient's own records
+                rows = conn.execute(_medication_sql(False, self.s.sensitive), {"pid": patient_id}).all()
+            found = [store.row_to_stored(x) for x in rows]
+            hidden = {x.rid for x in rows if x.hidden}
+            weights = {x.rid for x in rows if x.res_type == "Observation"}
             served = self._served(conn, found)
             for s, shown in zip(found, served, strict=True):
                 if shown is not None:
                     out.append((shown, True))
                 elif s.rid not in hidden and s.rid not in weights:
                     out.append((s, False))
-        rec = self._record("operation", [s for s, shown in out if shown],
-                           query=f"Patient/{patient_id}/$medication-check")
-        rec.patients.add(patient_id)
-        self.s.audit.record(rec)
-        return person, out
+            answer = also(conn) if also is not None else None
+        return person, out, answer
 
     def prereview_context(self, patient_ids: list[str], *, clinical: bool,
                           query: str) -> dict[str, list[Stored]]:
@@ -962,6 +1003,49 @@ def _candidates_sql(codes: tuple[tuple[str, str], ...], studies: bool, linked: b
              else r.c.patient_id == bindparam("pid"))
     types = ("Observation", "DiagnosticReport", "ImagingStudy") if studies else ("Observation", "DiagnosticReport")
     return select(r, hidden).where(whose, r.c.deleted == false(), r.c.res_type.in_(types), wanted, recent)
+
+
+@functools.lru_cache(maxsize=8)
+def _medication_sql(linked: bool, sensitive: frozenset[str]):  # noqa: ANN202
+    """The statement of :meth:`Repository.medication_context`, built once: the current records of
+    :data:`MEDICATION_CONTEXT_TYPES` of every Patient of the Person of Patient ``:pid`` (with
+    ``linked``; otherwise of ``:pid`` alone), ordered by ``rid``, each with whether a sensitive
+    label in force is on it (``hidden``) and the Person's id (``person_id``).  What is current is
+    judged on the index rows, as the method's docstring says: MedicationRequest status active or
+    on-hold; MedicationStatement active; AllergyIntolerance with no clinical status or an active
+    one, and not refuted or entered-in-error; body-weight Observations final, amended or
+    corrected.  The join from ``person_link`` keeps the plan to the Person's rows, each judged by
+    a few probes of the token table by ``rid`` (an ``OR`` of "the Patient's or its Person's"
+    rows made PostgreSQL hash the whole token table instead)."""
+    pl, pl2, r = t.person_link, t.person_link.alias("pl2"), t.resource
+
+    def has(param: str, codes: frozenset[str] | None = None):  # noqa: ANN202
+        """EXISTS an index row of ``param`` (with one of ``codes``: ``system|code`` for ``code``)."""
+        tok = t.idx_token.alias()
+        cond = [tok.c.rid == r.c.rid, tok.c.param == param]
+        if codes is not None and param == "code":
+            pairs = sorted(c.split("|", 1) for c in codes)
+            cond.append(or_(*(and_(tok.c.system == sy, tok.c.code == co) for sy, co in pairs)))
+        elif codes is not None:
+            cond.append(tok.c.code.in_(sorted(codes)))
+        return exists(select(1).select_from(tok).where(*cond))
+
+    current = or_(
+        and_(r.c.res_type == "MedicationRequest", has("status", CURRENT_REQUEST_STATUS)),
+        and_(r.c.res_type == "MedicationStatement", has("status", CURRENT_STATEMENT_STATUS)),
+        and_(r.c.res_type == "AllergyIntolerance",
+             or_(~has("clinical-status"), has("clinical-status", frozenset({"active"}))),
+             ~has("verification-status", frozenset({"refuted", "entered-in-error"}))),
+        and_(r.c.res_type == "Observation", has("code", BODY_WEIGHT_CODES),
+             has("status", frozenset({"final", "amended", "corrected"}))))
+    hidden = (G._label("_sensitive", sensitive) if sensitive else false()).label("hidden")
+    kept = and_(r.c.deleted == false(), r.c.res_type.in_(MEDICATION_CONTEXT_TYPES), current)
+    if not linked:
+        return select(r, hidden, null().label("person_id")).where(
+            r.c.patient_id == bindparam("pid"), kept).order_by(r.c.rid)
+    return select(r, hidden, pl.c.person_id).select_from(
+        pl.join(pl2, pl2.c.person_id == pl.c.person_id).join(r, and_(r.c.patient_id == pl2.c.patient_id, kept))
+    ).where(pl.c.patient_id == bindparam("pid")).order_by(r.c.rid)
 
 
 def select_patient_ids(conn: Connection, refs: list[tuple[str, str]]) -> dict:

@@ -67,8 +67,12 @@ def suggestion_id(card_id: str) -> str:
 
 
 def override_reasons() -> list[dict[str, str]]:
-    return [{"system": OVERRIDE_REASON_SYSTEM, "code": code, "display": f"{zh} / {en}"}
-            for code, (zh, en) in OVERRIDE_REASONS.items()]
+    return [dict(r) for r in _OVERRIDE_REASONS]
+
+
+#: every card carries the same list: built once, copied per card (a caller may change its copy)
+_OVERRIDE_REASONS = tuple({"system": OVERRIDE_REASON_SYSTEM, "code": code, "display": f"{zh} / {en}"}
+                          for code, (zh, en) in OVERRIDE_REASONS.items())
 
 
 def indicator(f: Finding) -> str:

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from healthlink.access import RequestContext
 from healthlink.api import cds_medsafety
@@ -505,12 +505,13 @@ def _call(platform: Platform, ctx: RequestContext, service: Service, body: Any) 
 
 
 @router.post("/cds-services/{service_id}", summary="Call a CDS service (order-select, order-sign)")
-async def call(service_id: str, request: Request) -> JSONResponse:
+async def call(service_id: str, request: Request) -> Response:
     service = _service(service_id)
     ctx = await get_context(request)
     body = await _json(request)
     out = await run_in_threadpool(_call, request.app.state.platform, ctx, service, body)
-    return JSONResponse(out, headers=NO_STORE)
+    # orjson: the cards are the largest answer of the hook, rendered on the event loop (ADR 0016)
+    return Response(orjson.dumps(out), media_type="application/json", headers=NO_STORE)
 
 
 def reason_of(f: Feedback) -> tuple[str, str | None]:

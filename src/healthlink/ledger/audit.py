@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table
 from sqlalchemy.exc import DBAPIError
 
 from healthlink.db import Database, bulk_insert
@@ -87,6 +87,12 @@ class AuditRecord:
     query: str | None = None  # the search query, for searches
     event_id: str = field(default_factory=lambda: new_event_id())
     recorded: int = field(default_factory=lambda: time.time_ns() // 1000)
+    #: rows of other tables committed in the same transaction as this record, ``[(table, [row, ...])]``
+    #: (every row of a table with the same keys): a capability's events of the access this record
+    #: audits (the order-time checks, ADR 0016) ride on the group commit instead of a transaction of
+    #: their own.  They share the record's fate: if they cannot be written, neither is the batch
+    #: (every requester in it gets 503, as for a record that cannot be written).
+    with_rows: list[tuple[Table, list[dict]]] = field(default_factory=list, compare=False, repr=False)
 
     def to_fhir(self) -> dict:
         a = self.agent
@@ -236,6 +242,19 @@ def insert_records(conn: Connection, records: list[AuditRecord]) -> None:
         raise DBAPIError.instance(sql, None, exc, dbapi_error, dialect=conn.dialect) from exc
     finally:
         cur.close()
+    _insert_with_rows(conn, records)
+
+
+def _insert_with_rows(conn: Connection, records: list[AuditRecord]) -> None:
+    """The records' :attr:`AuditRecord.with_rows`, one insert per table for the whole batch."""
+    tables: dict[Table, list[dict]] = {}
+    for r in records:
+        for table, rows in r.with_rows:
+            tables.setdefault(table, []).extend(rows)
+    for table, rows in tables.items():
+        if rows:
+            cols = tuple(rows[0])
+            bulk_insert(conn, table, cols, [tuple(row[c] for c in cols) for row in rows])
 
 
 # A record, the future its requester waits on, and that requester's event loop (None for

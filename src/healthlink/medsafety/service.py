@@ -16,11 +16,15 @@ is the prescriber (or a nurse or pharmacist) at the ordering institution:
 * :meth:`MedSafety.override` — the prescriber goes ahead despite a finding, with a reason (required
   for an interrupting finding).
 
-Checks and findings are recorded as events in ``medsafety_event`` (ADR 0014's pattern).
+Checks and findings are recorded as events in ``medsafety_event`` (ADR 0014's pattern), committed
+with the audit record of the check's read in the audit writer's group commit
+(:meth:`Repository.medication_context_scope`, ADR 0016): no write transaction per check.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +32,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from healthlink.access import Repository, RequestContext, Services
 from healthlink.access.directory import InstitutionDirectory
@@ -66,8 +70,20 @@ SEVERITY_ZH = {"contraindicated": "禁忌", "major": "严重", "moderate": "中�
 _WEIGHT_STATUS = frozenset({"final", "amended", "corrected"})
 
 
+_random = threading.local()
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A random UUID (version 4) as 32 hex digits.  The random bytes are taken from the operating
+    system 64 ids at a time (one ``getrandom`` system call instead of one per id: a check makes
+    several, and system calls are dear on the project's virtual machines, ADR 0016); per thread and
+    per process, so a forked worker never repeats its parent's."""
+    pid = os.getpid()
+    buf = getattr(_random, "buf", b"")
+    if not buf or getattr(_random, "pid", None) != pid:
+        buf, _random.pid = os.urandom(16 * 64), pid
+    _random.buf = buf[16:]
+    return uuid.UUID(bytes=buf[:16], version=4).hex
 
 
 @dataclass
@@ -164,6 +180,48 @@ class _Record:
         return f"{self.stored.res_type}/{self.stored.res_id}"
 
 
+@dataclass
+class _Earlier:
+    """An earlier check of the same draft order (:meth:`MedSafety._earlier`)."""
+
+    check_id: str
+    known: dict[tuple, str]  # finding id by _key
+    overrides: dict[str, Any]  # override event row by finding id
+
+
+class _PairMemo:
+    """The knowledge base's pair look-ups (interactions, cross-sensitivity, duplicate class) for
+    one knowledge object, remembered: each walks every entry of its section and expands classes,
+    and a check asks the same few pairs again and again (ADR 0016).  Knowledge put in force later
+    is another object, so it gets a memo of its own; the answers are never changed by callers."""
+
+    MAX = 200_000  # pairs remembered before starting afresh (a region's knowledge has far fewer)
+
+    def __init__(self, kb: Knowledge) -> None:
+        self.kb = kb
+        self._got: dict[tuple[str, str, str], Any] = {}
+
+    def _ask(self, what: str, a: str, b: str, fn: Callable[[str, str], Any]) -> Any:
+        key = (what, a, b)
+        try:
+            return self._got[key]
+        except KeyError:
+            pass
+        if len(self._got) >= self.MAX:
+            self._got.clear()
+        got = self._got[key] = fn(a, b)
+        return got
+
+    def interactions_between(self, a: str, b: str) -> list:
+        return self._ask("ix", a, b, self.kb.interactions_between)
+
+    def cross_sensitive(self, allergen: str, ordered: str) -> Any:
+        return self._ask("allergy", allergen, ordered, self.kb.cross_sensitive)
+
+    def duplicate_class(self, a: str, b: str) -> Any:
+        return self._ask("dup", a, b, self.kb.duplicate_class)
+
+
 class MedSafety:
     """The medication safety service (``Platform.medsafety``)."""
 
@@ -179,6 +237,13 @@ class MedSafety:
             raise Invalid(f"unknown severities {sorted(bad)}")
         self._clock = clock or (lambda: datetime.now().astimezone())
         self.directory = InstitutionDirectory(services.db)
+        self._memo: _PairMemo | None = None
+
+    def _pairs(self, kb: Knowledge) -> _PairMemo:
+        memo = self._memo
+        if memo is None or memo.kb is not kb:
+            memo = self._memo = _PairMemo(kb)
+        return memo
 
     @property
     def knowledge(self) -> Knowledge:
@@ -263,8 +328,27 @@ class MedSafety:
                           [Issue("invalid", "not a MedicationRequest", ("draft",))])
         kb = self.knowledge
         ingredients, _ = self.resolve(draft)
-        person, ctxs = Repository(ctx, self.s).medication_context(patient_id)
         draft_ref = f"MedicationRequest/{draft['id']}" if draft.get("id") else None
+        repo = Repository(ctx, self.s)
+        if not record:
+            person, ctxs = repo.medication_context(patient_id)
+            return self._judge(ctx, patient_id, draft, draft_ref, ingredients, person, ctxs, kb)
+        # the events ride on the group commit of the read's audit record (ADR 0016): one commit
+        # for both, awaited before the result is returned, instead of a write transaction per
+        # check; the draft order's earlier events are read in the context's read transaction
+        at = self._now_us()
+        earlier = (lambda conn: self._earlier(conn, ctx, patient_id, draft_ref, list(ingredients), encounter_id,
+                                              at)) if draft_ref else None
+        with repo.medication_context_scope(patient_id, also=earlier) as scope:
+            result = self._judge(ctx, patient_id, draft, draft_ref, ingredients, scope.person_id, scope.records, kb)
+            scope.rows.append((t.medsafety_event, self._check_events(ctx, result, encounter_id, channel, at,
+                                                                     scope.also)))  # type: ignore[arg-type]
+        return result
+
+    def _judge(self, ctx: RequestContext, patient_id: str, draft: dict, draft_ref: str | None,
+               ingredients: tuple[str, ...], person: str | None, ctxs: list[tuple[Stored, bool]],
+               kb: Knowledge) -> MedCheck:
+        """The four checks of ``draft`` against the records of :meth:`Repository.medication_context`."""
         me = ctx.actor.institution_id
         patient_body: dict = {}
         weights: list[tuple[str, float]] = []
@@ -303,11 +387,8 @@ class MedSafety:
         findings += self._doses(ingredients, draft, age, weight)
         findings.sort(key=lambda f: (SEVERITIES.index(f.severity), KINDS.index(f.kind)))
         findings = _dedupe(findings)
-        result = MedCheck(new_id(), patient_id, person, draft_ref, list(ingredients), findings, kb.version,
-                          weight, round(age, 2) if age is not None else None)
-        if record:
-            self._record_check(ctx, result, encounter_id, channel)
-        return result
+        return MedCheck(new_id(), patient_id, person, draft_ref, list(ingredients), findings, kb.version,
+                        weight, round(age, 2) if age is not None else None)
 
     # ------------------------------------------------------------ the four checks
     def _concerns(self, rec: _Record, ing: str | None, me: str | None) -> Concerns:
@@ -343,13 +424,13 @@ class MedSafety:
         return f"{inst}（{rec.day or '日期不详'}）", f"{inst} ({rec.day or 'date unknown'})"
 
     def _interactions(self, ing: str, records: list[_Record], me: str | None) -> list[Finding]:
-        kb = self.knowledge
+        pairs = self._pairs(self.knowledge)
         out = []
         for rec in records:
             if rec.kind != "medication":
                 continue
             for other in rec.ingredients:
-                found = kb.interactions_between(ing, other)
+                found = pairs.interactions_between(ing, other)
                 if not found:
                     continue
                 ix = next((x for x in found if x.onc_high_priority and x.severity == found[0].severity), found[0])
@@ -370,6 +451,7 @@ class MedSafety:
 
     def _allergies(self, ing: str, records: list[_Record], me: str | None) -> list[Finding]:
         kb = self.knowledge
+        pairs = self._pairs(kb)
         out = []
         dz, de = self._names(ing)
         for rec in records:
@@ -390,7 +472,7 @@ class MedSafety:
                     knowledge_id=f"ingredient:{ing}", management="Do not give; choose another drug."))
                 continue
             for allergen in (*rec.ingredients, *rec.classes):
-                g = kb.cross_sensitive(allergen, ing)
+                g = pairs.cross_sensitive(allergen, ing)
                 if g is None:
                     continue
                 az = rec.name or allergen
@@ -405,14 +487,14 @@ class MedSafety:
         return out
 
     def _duplicates(self, ing: str, records: list[_Record], me: str | None) -> list[Finding]:
-        kb = self.knowledge
+        pairs = self._pairs(self.knowledge)
         out = []
         dz, de = self._names(ing)
         for rec in records:
             if rec.kind != "medication":
                 continue
             for other in rec.ingredients:
-                d = kb.duplicate_class(ing, other)
+                d = pairs.duplicate_class(ing, other)
                 if d is None:
                     continue
                 same = d.id == "same-ingredient"
@@ -504,54 +586,60 @@ class MedSafety:
                 "username": a.subject, "patient_id": check.patient_id, "person_id": check.person_id,
                 "encounter_id": encounter_id, "order_ref": check.order_ref}
 
-    def _earlier(self, conn: Any, ctx: RequestContext, check: MedCheck, encounter_id: str | None,
-                 at: int) -> tuple[str, dict[tuple, str]] | None:
+    def _earlier(self, conn: Any, ctx: RequestContext, patient_id: str, order_ref: str,
+                 ingredients: list[str], encounter_id: str | None, at: int) -> _Earlier | None:
         """The latest check of the same draft order (``order_ref``) of the same patient at the same
         institution in the last day, for the same ingredients (and encounter, when both name one),
-        with its findings' ids by :func:`_key`; None when there is none."""
-        e = t.medsafety_event
-        rows = conn.execute(select(e.c.check_id, e.c.encounter_id, e.c.detail).where(
-            e.c.patient_id == check.patient_id, e.c.order_ref == check.order_ref, e.c.kind == CHECKED,
-            e.c.institution_id == ctx.actor.institution_id, e.c.at >= at - DEDUPE_US).order_by(e.c.at.desc())).all()
-        for r in rows:
+        with its findings' ids by :func:`_key` and their overrides; None when there is none.  One
+        statement (the draft order's events, by ``ix_medsafety_event_patient``), run in the read
+        transaction of the check's medication context."""
+        rows = conn.execute(_EARLIER_SQL, {"patient": patient_id, "order_ref": order_ref,
+                                           "institution": ctx.actor.institution_id}).all()
+        checks = sorted((r for r in rows if r.kind == CHECKED and r.at >= at - DEDUPE_US),
+                        key=lambda r: (r.at, r.id), reverse=True)
+        for r in checks:
             if encounter_id and r.encounter_id and r.encounter_id != encounter_id:
                 continue
-            if (orjson.loads(r.detail or "{}").get("ingredients") or []) != check.ingredients:
+            if (orjson.loads(r.detail or "{}").get("ingredients") or []) != ingredients:
                 continue  # the draft now names another drug: a new check
             known: dict[tuple, str] = {}
-            for fr in conn.execute(select(e.c.id, e.c.finding_kind, e.c.severity, e.c.disclosed, e.c.source_ref,
-                                          e.c.knowledge, e.c.detail).where(e.c.check_id == r.check_id,
-                                                                           e.c.kind == FINDING)):
-                d = orjson.loads(fr.detail or "{}")
-                known.setdefault((fr.finding_kind, fr.severity, d.get("ingredient"), bool(fr.disclosed),
-                                  fr.source_ref, fr.knowledge, d.get("summary_en")), fr.id)
-            return r.check_id, known
+            overrides: dict[str, Any] = {}
+            for fr in sorted((x for x in rows if x.check_id == r.check_id), key=lambda x: (x.at, x.id)):
+                if fr.kind == FINDING:
+                    d = orjson.loads(fr.detail or "{}")
+                    known.setdefault((fr.finding_kind, fr.severity, d.get("ingredient"), bool(fr.disclosed),
+                                      fr.source_ref, fr.knowledge, d.get("summary_en")), fr.id)
+                elif fr.kind == OVERRIDDEN and fr.finding_id:
+                    overrides[fr.finding_id] = fr
+            return _Earlier(r.check_id, known, overrides)
         return None
 
-    def _record_check(self, ctx: RequestContext, check: MedCheck, encounter_id: str | None, channel: str) -> None:
-        """A ``checked`` event and a ``finding`` event per finding.  A draft order checked again
-        within a day (order-select, then order-sign) keeps the first check and the ids of the
-        findings shown the same way (so an override given at select covers sign, and nothing is
-        counted twice); only findings new since then are recorded, under the first check."""
+    def _check_events(self, ctx: RequestContext, check: MedCheck, encounter_id: str | None,
+                      channel: str, at: int, earlier: _Earlier | None) -> list[dict]:
+        """The rows of a ``checked`` event and a ``finding`` event per finding (the caller has them
+        committed with the check's audit record).  A draft order checked again within a day
+        (order-select, then order-sign; ``earlier``, :meth:`_earlier`) keeps the first check and
+        the ids of the findings shown the same way (so an override given at select covers sign,
+        and nothing is counted twice); only findings new since then are recorded, under the first
+        check."""
         base = self._base_event(ctx, check, encounter_id, channel)
-        at = self._now_us()
-        earlier = None
-        if check.order_ref:
-            with self.s.db.read() as conn:
-                earlier = self._earlier(conn, ctx, check, encounter_id, at)
         rows = []
         fresh = check.findings
         if earlier is not None:
-            check.check_id, known = earlier
+            check.check_id = earlier.check_id
             base["check_id"] = check.check_id
             fresh = []
             for f in check.findings:
-                got = known.get(_key(f))
+                got = earlier.known.get(_key(f))
                 if got is None:
                     fresh.append(f)
                 else:
                     f.id = got
-            self._mark_overridden(check.findings)
+            for f in check.findings:
+                r = earlier.overrides.get(f.id)
+                if r is not None:
+                    f.overridden = {"event": r.id, "reason": r.reason, "text": r.reason_text,
+                                    "at": datetime.fromtimestamp(r.at / 1e6).astimezone().isoformat(timespec="seconds")}
         else:
             rows.append(_full({**base, "id": new_id(), "at": at, "kind": CHECKED,
                                "detail": orjson.dumps({"ingredients": check.ingredients,
@@ -567,23 +655,7 @@ class MedSafety:
                                "source_ref": server.get("source_ref"),
                                "knowledge": (server.get("knowledge") or "")[:160] or None,
                                "detail": orjson.dumps(f.to_json()).decode()}))
-        if rows:
-            with self.s.db.write() as conn:
-                conn.execute(t.medsafety_event.insert(), rows)
-
-    def _mark_overridden(self, findings: list[Finding]) -> None:
-        if not findings:
-            return
-        e = t.medsafety_event
-        with self.s.db.read() as conn:
-            done = {r.finding_id: r for r in conn.execute(
-                select(e.c.id, e.c.finding_id, e.c.reason, e.c.reason_text, e.c.at).where(
-                    e.c.finding_id.in_([f.id for f in findings]), e.c.kind == OVERRIDDEN))}
-        for f in findings:
-            r = done.get(f.id)
-            if r is not None:
-                f.overridden = {"event": r.id, "reason": r.reason, "text": r.reason_text,
-                                "at": datetime.fromtimestamp(r.at / 1e6).astimezone().isoformat(timespec="seconds")}
+        return rows
 
     def finding(self, ctx: RequestContext, finding_id: str) -> tuple[dict, dict]:
         """A finding event (its columns) and the finding as shown; only for staff of the
@@ -665,6 +737,13 @@ class MedSafety:
 
 
 _EVENT_COLUMNS = tuple(c.name for c in t.medsafety_event.columns)
+_e = t.medsafety_event
+#: :meth:`MedSafety._earlier`'s statement, built once (building it cost more than running it)
+_EARLIER_SQL = select(_e.c.id, _e.c.at, _e.c.kind, _e.c.check_id, _e.c.finding_id, _e.c.encounter_id,
+                      _e.c.finding_kind, _e.c.severity, _e.c.disclosed, _e.c.source_ref, _e.c.knowledge,
+                      _e.c.reason, _e.c.reason_text, _e.c.detail).where(
+    _e.c.patient_id == bindparam("patient"), _e.c.order_ref == bindparam("order_ref"),
+    _e.c.institution_id == bindparam("institution"), _e.c.kind.in_((CHECKED, FINDING, OVERRIDDEN)))
 
 
 def _full(row: dict) -> dict:

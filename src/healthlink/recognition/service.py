@@ -256,8 +256,31 @@ class Recognition:
         oldest = today - timedelta(days=max(i.validity_days for i in items) + 1)
         since = int(datetime(oldest.year, oldest.month, oldest.day, tzinfo=_zone(self.tz)).timestamp() * 1e6)
         repo = Repository(ctx, self.s)
-        person, cands = repo.result_candidates(patient_id, codes=sorted(codes), since_us=since,
-                                               studies=any(i.kind == "examination" for i in items))
+        studies = any(i.kind == "examination" for i in items)
+        if not record:
+            person, cands = repo.result_candidates(patient_id, codes=sorted(codes), since_us=since, studies=studies)
+            return self._lines(ctx, patient_id, person, cands, lines, today)
+        # the events ride on the group commit of the read's audit record (ADR 0016): one commit for
+        # both, awaited before the result is returned, instead of a write transaction per check; the
+        # draft orders' earlier checks are read in the candidates' read transaction
+        at = self._now_us()
+        refs = [ln.order.order_ref for ln in lines if ln.item is not None and ln.order.order_ref]
+        earlier = (lambda conn: self._earlier(conn, ctx, patient_id, refs, at)) if refs else None
+        with repo.result_candidates_scope(patient_id, codes=sorted(codes), since_us=since, studies=studies,
+                                          also=earlier) as scope:
+            result = self._lines(ctx, patient_id, scope.person_id, scope.records, lines, today)
+            rows, found_later = self._check_events(ctx, result, encounter_id, channel, at,
+                                                   scope.also or {})  # type: ignore[arg-type]
+            scope.rows.append((t.recognition_event, rows))
+        if found_later:  # a result arrived since the line was first checked: it was found after all
+            e = t.recognition_event
+            with self.s.db.write() as conn:
+                conn.execute(update(e).where(e.c.check_id.in_(found_later), e.c.kind == CHECKED).values(found=True))
+        return result
+
+    def _lines(self, ctx: RequestContext, patient_id: str, person: str | None, cands: list,
+               lines: list[LineCheck], today: date) -> CheckResult:
+        """Judge the candidates of :meth:`Repository.result_candidates` for each order line."""
         me = self._institution(ctx.actor.institution_id)
         studies = {s.res_id: (s, shown) for s, shown in cands if s.res_type == "ImagingStudy"}
         results = [(s, shown, s.json()) for s, shown in cands if s.res_type != "ImagingStudy"]
@@ -273,10 +296,7 @@ class Recognition:
             ln.hits.sort(key=lambda h: (not h.disclosed, h.own, h.date), reverse=False)
             ln.hits.sort(key=lambda h: h.date, reverse=True)
             ln.hits[:] = ln.hits[:5]
-        result = CheckResult(patient_id, person, lines, any(not h.disclosed for ln in lines for h in ln.hits))
-        if record:
-            self._record_check(ctx, result, encounter_id, channel, me)
-        return result
+        return CheckResult(patient_id, person, lines, any(not h.disclosed for ln in lines for h in ln.hits))
 
     def _judge(self, ln: LineCheck, s, shown: bool, body: dict, group: set, today: date,  # noqa: ANN001, PLR0911
                me: Institution, quals: dict, studies: dict) -> Hit | None:
@@ -392,20 +412,18 @@ class Recognition:
             cards[check_id][(src, bool(shown))] = cid
         return {ref: (cid, cards[cid]) for ref, (_, cid) in latest.items()}
 
-    def _record_check(self, ctx: RequestContext, result: CheckResult, encounter_id: str | None,
-                      channel: str, me: Institution) -> None:
-        """Record the check: a ``checked`` event per catalogue line and a ``reminded`` event per hit.
-        A line naming a draft order checked in the last day keeps that check and its cards (the
+    def _check_events(self, ctx: RequestContext, result: CheckResult, encounter_id: str | None, channel: str,
+                      at: int, earlier: dict[str, tuple[str, dict[tuple[str, bool], str]]]
+                      ) -> tuple[list[dict], list[str]]:
+        """The rows recording the check (the caller has them committed with the check's audit record):
+        a ``checked`` event per catalogue line and a ``reminded`` event per hit; and the earlier
+        checks whose line has a result now (``found`` to be set).  A line naming a draft order
+        checked in the last day (``earlier``, :meth:`_earlier`) keeps that check and its cards (the
         same card uuids; only results new since then are recorded): each order line counts once."""
+        me = self._institution(ctx.actor.institution_id)
         base = self._base_event(ctx, me, channel, result.patient_id, result.person_id, encounter_id)
-        at = self._now_us()
         rows = []
-        refs = [ln.order.order_ref for ln in result.lines if ln.item is not None and ln.order.order_ref]
-        earlier: dict[str, tuple[str, dict[tuple[str, bool], str]]] = {}
         found_later: list[str] = []
-        if refs:
-            with self.s.db.read() as conn:
-                earlier = self._earlier(conn, ctx, result.patient_id, refs, at)
         for ln in result.lines:
             if ln.item is None:
                 continue
@@ -437,12 +455,7 @@ class Recognition:
                              "own": h.own, "disclosed": h.disclosed, "source_institution": h.institution_id,
                              "source_ref": h._source, "price_fen": price,  # type: ignore[attr-defined]
                              "detail": orjson.dumps(detail).decode()})
-        if rows:
-            with self.s.db.write() as conn:
-                conn.execute(t.recognition_event.insert(), [_full(r) for r in rows])
-                if found_later:  # a result arrived since the line was first checked: it was found after all
-                    e = t.recognition_event
-                    conn.execute(update(e).where(e.c.check_id.in_(found_later), e.c.kind == CHECKED).values(found=True))
+        return [_full(r) for r in rows], found_later
 
     # ------------------------------------------------------------ decisions
     def _events(self, conn: Connection, **where: Any) -> list:
