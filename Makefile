@@ -46,8 +46,10 @@ test-postgresql: install postgres
 	@echo "=== test suite on PostgreSQL ==="
 	HEALTHLINK_TEST_DB=postgresql $(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install
-	$(PY) bench/fhir_read.py
+## The benchmark suite (bench/suite.py, docs/benchmarks.md): SCALE=smoke|small|medium|full.
+SCALE ?= small
+bench: install postgres
+	$(PY) bench/suite.py --scale $(SCALE)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

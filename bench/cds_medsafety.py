@@ -229,7 +229,7 @@ def _cards(base: str, bodies: list[bytes], k: int = 200) -> dict[str, float]:
             "with_critical_card": round(critical / max(len(sample), 1), 3)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--database-url", default=DEFAULT_DB, help="PostgreSQL database (created if missing, kept)")
@@ -244,9 +244,37 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="server worker processes")
     ap.add_argument("--server-cpus", default=None, help="taskset CPU list for the server (default: not pinned)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--cards", type=int, default=200,
+                    help="requests re-sent after the run to count the answers with a card (0: none)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    out = measure(args, argv)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    cpu, statuses, mach, shown = out["cpu"], out["statuses"], out["machine"], out["answers"]
+    print(f"\n{HOOK} at {args.rate:.0f} req/s for {args.duration:.0f} s (open model, {args.connections} connections)")
+    print(f"  completed {out['completed']:,} of {out['scheduled']:,}; ok {out['ok']:,}; errors {out['errors']} "
+          f"{out['errors_by_kind']}")
+    print(f"  achieved {out['achieved_rate']}/s (in the schedule's window {out['rate_in_window']}/s)")
+    print(f"  latency from due time: p50 {out['p50_ms']} / p90 {out['p90_ms']} / p99 {out['p99_ms']} / max "
+          f"{out['max_ms']} ms")
+    if args.cards:
+        print(f"  answers with a card {shown['with_card']:.0%}, with a critical card {shown['with_critical_card']:.0%}")
+    print(f"  CPU (cores): {cpu}; statuses {statuses}")
+    print(f"  events written {out['events_written']:,}; machine {mach}")
+    print(f"  goal {out['goal']}: {'met' if out['met'] else 'MISSED'}" + (f"; results in {args.json}" if args.json else ""))
+    print("RESULT " + json.dumps({k: out[k] for k in ("when", "commit", "region_patients", "target_rate",
+                                                       "achieved_rate", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+                                                       "errors", "met")}))
+
+
+def measure(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    """The benchmark (steps 1-5 of the module doc) for the options of :func:`parser`; returns the
+    figures (what ``--json`` writes).  Prints its progress."""
     from fhir_read import git_commit, machine, make_database
 
     from healthlink.db.migrate import upgrade
@@ -297,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
                         # fresh draft ids: re-send a sample (new hookInstance and ids) to count what doctors saw
                         after=lambda base, port, tokens: _cards(base, [
                             request_bytes("127.0.0.1", port, HOOK, hook_body(c, base + "/fhir"), tokens[c.client])
-                            for c in cases[:200]]))
+                            for c in cases[:args.cards]]))
     run, cpu, statuses, load0, shown = d.run, d.cpu, d.statuses, d.load_average_before, d.after
     r = summarise(run)
     kinds = _events(db.url)
@@ -314,19 +342,7 @@ def main(argv: list[str] | None = None) -> None:
                     and args.rate >= GOAL_RATE),
         "server_log": str(work / "server.log"),
     }
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False))
-    print(f"\n{HOOK} at {args.rate:.0f} req/s for {args.duration:.0f} s (open model, {args.connections} connections)")
-    print(f"  completed {r['completed']:,} of {r['scheduled']:,}; ok {r['ok']:,}; errors {r['errors']} {r['errors_by_kind']}")
-    print(f"  achieved {r['achieved_rate']}/s (in the schedule's window {r['rate_in_window']}/s)")
-    print(f"  latency from due time: p50 {r['p50_ms']} / p90 {r['p90_ms']} / p99 {r['p99_ms']} / max {r['max_ms']} ms")
-    print(f"  answers with a card {shown['with_card']:.0%}, with a critical card {shown['with_critical_card']:.0%}")
-    print(f"  CPU (cores): {cpu}; statuses {statuses}")
-    print(f"  events written {out['events_written']:,}; machine {mach}")
-    print(f"  goal {out['goal']}: {'met' if out['met'] else 'MISSED'}" + (f"; results in {args.json}" if args.json else ""))
-    print("RESULT " + json.dumps({k: out[k] for k in ("when", "commit", "region_patients", "target_rate",
-                                                       "achieved_rate", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-                                                       "errors", "met")}))
+    return out
 
 
 if __name__ == "__main__":

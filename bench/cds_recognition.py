@@ -369,9 +369,7 @@ def hook_body(case: Case, fhir_base: str) -> bytes:
 
 
 # ------------------------------------------------------------------ main
-def main() -> None:
-    from fhir_read import git_commit, machine, make_database
-
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--database-url", default=DEFAULT_DB, help="PostgreSQL database (created if missing, kept)")
@@ -386,7 +384,33 @@ def main() -> None:
     ap.add_argument("--server-cpus", default=None, help="taskset CPU list for the server (default: not pinned)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
+    out = measure(args)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    cpu, statuses, mach = out["cpu"], out["statuses"], out["machine"]
+    print(f"\n{HOOK} at {args.rate:.0f} req/s for {args.duration:.0f} s (open model, {args.connections} connections)")
+    print(f"  completed {out['completed']:,} of {out['scheduled']:,}; ok {out['ok']:,}; errors {out['errors']} "
+          f"{out['errors_by_kind']}")
+    print(f"  achieved {out['achieved_rate']}/s (in the schedule's window {out['rate_in_window']}/s)")
+    print(f"  latency from due time: p50 {out['p50_ms']} / p90 {out['p90_ms']} / p99 {out['p99_ms']} / max "
+          f"{out['max_ms']} ms")
+    print(f"  CPU (cores): {cpu}; statuses {statuses}")
+    print(f"  events written {out['events_written']:,}; machine {mach}")
+    print(f"  goal {out['goal']}: {'met' if out['met'] else 'MISSED'}" + (f"; results in {args.json}" if args.json else ""))
+    print("RESULT " + json.dumps({k: out[k] for k in ("when", "commit", "region_patients", "target_rate",
+                                                       "achieved_rate", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+                                                       "errors", "met")}))
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The benchmark (steps 1-5 of the module doc) for the options of :func:`parser`; returns the
+    figures (what ``--json`` writes).  Prints its progress."""
+    from fhir_read import git_commit, machine, make_database
 
     from healthlink.accounts import add_client
     from healthlink.db.migrate import upgrade
@@ -487,18 +511,7 @@ def main() -> None:
                     and args.rate >= GOAL_RATE),
         "server_log": str(work / "server.log"),
     }
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False))
-    print(f"\n{HOOK} at {args.rate:.0f} req/s for {args.duration:.0f} s (open model, {args.connections} connections)")
-    print(f"  completed {r['completed']:,} of {r['scheduled']:,}; ok {r['ok']:,}; errors {r['errors']} {r['errors_by_kind']}")
-    print(f"  achieved {r['achieved_rate']}/s (in the schedule's window {r['rate_in_window']}/s)")
-    print(f"  latency from due time: p50 {r['p50_ms']} / p90 {r['p90_ms']} / p99 {r['p99_ms']} / max {r['max_ms']} ms")
-    print(f"  CPU (cores): {cpu}; statuses {statuses}")
-    print(f"  events written {out['events_written']:,}; machine {mach}")
-    print(f"  goal {out['goal']}: {'met' if out['met'] else 'MISSED'}" + (f"; results in {args.json}" if args.json else ""))
-    print("RESULT " + json.dumps({k: out[k] for k in ("when", "commit", "region_patients", "target_rate",
-                                                       "achieved_rate", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-                                                       "errors", "met")}))
+    return out
 
 
 @dataclass

@@ -21,7 +21,14 @@ FULL = 1_270_849
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp(prefix="demogen-"))
+    measure(n, Path(sys.argv[2]) if len(sys.argv) > 2 else None)
+
+
+def measure(n: int = 10_000, out: Path | None = None) -> dict:
+    """Generate N Patient records (counted), then write them as NDJSON under ``out`` (a temporary
+    directory, removed after, if None); prints as it goes and returns the figures."""
+    keep = out is not None
+    out = out or Path(tempfile.mkdtemp(prefix="demogen-"))
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, "
           f"python {platform.python_version()}; N = {n:,} Patient records")
     t = time.perf_counter()
@@ -37,8 +44,13 @@ def main() -> None:
     full = FULL * per_record
     print(f"full size (extrapolated): {full / 1e6:.1f} M resources, {full * per_res / 1e9:.1f} GB NDJSON, "
           f"{full / (w.resources / wrote) / 60:.0f} min to write")
-    if len(sys.argv) <= 2:
+    if not keep:
         shutil.rmtree(out)
+    return {"patients": n, "resources": count, "generate_per_s": round(count / gen),
+            "write_per_s": round(w.resources / wrote), "bytes_per_resource": round(per_res),
+            "resources_per_record": round(per_record, 2), "full_resources_extrapolated": round(full),
+            "full_ndjson_bytes_extrapolated": round(full * per_res),
+            "full_write_minutes_extrapolated": round(full / (w.resources / wrote) / 60)}
 
 
 if __name__ == "__main__":

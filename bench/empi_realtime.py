@@ -46,7 +46,10 @@ LINK_COLS = ("patient_id", "person_id", "institution_id", "assurance", "method",
 
 
 def pct(xs: list[float], q: float) -> float:
-    return statistics.quantiles(xs, n=1000)[int(q * 10) - 1] if len(xs) > 10 else max(xs)
+    """The q-th percentile by the nearest-rank method (never above the largest value, unlike the
+    interpolating ``statistics.quantiles`` on a few hundred samples)."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, -(-q * len(s) // 100) - 1))] if s else float("nan")
 
 
 def main() -> None:
@@ -58,15 +61,27 @@ def main() -> None:
     ap.add_argument("--relink", action="store_true",
                     help="then time `healthlink link` (identity.relink, DuckDB) over the whole index")
     a = ap.parse_args()
+    measure(a.n, a.m, db=a.db, pg=a.pg, relink_runs=2 if a.relink else 0)
+
+
+def measure(n: int = 1_270_849, m: int = 2_000, *, db: str = "postgresql",
+            pg: str = "postgresql+psycopg://postgres@127.0.0.1:5432", relink_runs: int = 0,
+            database: str | None = None) -> dict:
+    """Fill the index with n - m records, register the m others one at a time, and (``relink_runs``
+    times) time ``healthlink link``; on PostgreSQL in the database ``database`` (default
+    ``bench_empi_<random>``; created, dropped after).  Prints as it goes; returns the figures."""
+    a = argparse.Namespace(n=n, m=m, db=db, pg=pg)
+    out: dict = {"index_records": n - m, "registrations": m, "database": db}
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}; "
           f"index of {a.n - a.m:,} Patient records, {a.m:,} registrations, {a.db}")
     tmp = Path(tempfile.mkdtemp(prefix="empi-rt-"))
-    name = f"bench_empi_{uuid.uuid4().hex[:8]}"
+    name = database or f"bench_empi_{uuid.uuid4().hex[:8]}"
     if a.db == "postgresql":
         import psycopg
 
         admin = a.pg.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
         with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             c.execute(f'CREATE DATABASE "{name}"')
         url = f"{a.pg}/{name}"
     else:
@@ -143,21 +158,32 @@ def main() -> None:
                 outcomes["another person"] += 1
             else:
                 outcomes["new Person"] += 1
-        for label, xs in (("registration (create + link + audit)", total_ms), ("linking step alone", link_ms)):
+        for key, label, xs in (("registration", "registration (create + link + audit)", total_ms),
+                               ("linking", "linking step alone", link_ms)):
+            out[key] = {"p50_ms": round(pct(xs, 50), 2), "p90_ms": round(pct(xs, 90), 2),
+                        "p95_ms": round(pct(xs, 95), 2), "p99_ms": round(pct(xs, 99), 2),
+                        "max_ms": round(max(xs), 2), "count": len(xs)}
             print(f"{label}: p50 {pct(xs, 50):.1f} ms  p95 {pct(xs, 95):.1f} ms  p99 {pct(xs, 99):.1f} ms  "
                   f"max {max(xs):.1f} ms  ({len(xs):,} registrations)")
         print("linked:", ", ".join(f"{k} {v:,}" for k, v in outcomes.items()),
               "(a record whose person has no earlier record founds a new Person, as it should)")
-        if a.relink:
+        out["linked"] = outcomes
+        if relink_runs:
             from healthlink.identity.relink import relink
 
             s = time.perf_counter()
             rep = relink(plat.identity)
-            print(f"healthlink link over {rep.records:,} records: {time.perf_counter() - s:.1f} s "
+            took = time.perf_counter() - s
+            out["relink"] = {"records": rep.records, "seconds": round(took, 2), "persons": rep.clusters,
+                             "patients_moved": rep.patients_moved,
+                             "timings_s": {k: round(v, 2) for k, v in rep.timings_s.items()}}
+            print(f"healthlink link over {rep.records:,} records: {took:.1f} s "
                   f"({', '.join(f'{k} {v:.1f} s' for k, v in rep.timings_s.items())}); {rep.clusters:,} Persons, "
                   f"{rep.persons_kept:,} kept their id, {rep.persons_new:,} new, {rep.patients_moved:,} Patients moved")
+        if relink_runs > 1:
             s = time.perf_counter()
             rep = relink(plat.identity)
+            out["relink_again"] = {"seconds": round(time.perf_counter() - s, 2), "patients_moved": rep.patients_moved}
             print(f"again: {time.perf_counter() - s:.1f} s, {rep.patients_moved:,} Patients moved")
     finally:
         plat.close()
@@ -166,6 +192,7 @@ def main() -> None:
 
             with psycopg.connect(admin, autocommit=True) as c:
                 c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return out
 
 
 if __name__ == "__main__":

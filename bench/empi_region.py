@@ -46,13 +46,29 @@ def prf(got: set, truth: set) -> str:
     return f"TP {tp:,} FP {len(got) - tp:,} FN {len(truth) - tp:,}  P {p:.4f}  R {r:.4f}  F1 {f:.4f}"
 
 
+def prf_dict(got: set, truth: set) -> dict:
+    tp = len(got & truth)
+    p = tp / len(got) if got else 0.0
+    r = tp / len(truth) if truth else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"tp": tp, "fp": len(got) - tp, "fn": len(truth) - tp, "precision": round(p, 4),
+            "recall": round(r, 4), "f1": round(f, 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("n", type=int, nargs="?", default=20_000)
     ap.add_argument("u_pairs", type=float, nargs="?", default=1e7)
     ap.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
     args = ap.parse_args()
-    n, u_pairs, engine = args.n, args.u_pairs, args.engine
+    measure(args.n, args.u_pairs, engine=args.engine)
+
+
+def measure(n: int = 20_000, u_pairs: float = 1e7, *, engine: str = "duckdb") -> dict:
+    """Generate, train, link and score the region of ``n`` records (see the module doc); prints as
+    it goes and returns the figures: pairs and clusters at the auto-link threshold, review queue,
+    timings."""
+    fig: dict = {"records": n, "u_max_pairs": u_pairs, "engine": engine}
     settings = Settings()
     auto, review = settings.empi_auto_link_threshold, settings.empi_review_threshold
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}; "
@@ -94,21 +110,26 @@ def main() -> None:
     t_link = time.perf_counter() - t
     print(f"link ({engine}): {t_link:.1f} s {res.timings_s}")
     print(f"batch time (train + link): {t_train + t_link:.1f} s; link alone {t_link:.1f} s")
+    fig.update(generate_seconds=round(t_gen, 1), train_seconds=round(t_train, 2), link_seconds=round(t_link, 2),
+               persons=len(by_person), true_pairs=len(truth), auto_link=auto, review=review)
 
     links = {(min(p.left, p.right), max(p.left, p.right)) for p in res.links()}
     det = sum(p.deterministic for p in res.pairs)
     print(f"pairs at auto-link ({auto}), deterministic included: {prf(links, truth)}")
+    fig["pairs_at_auto_link"] = prf_dict(links, truth)
     clusters: dict[str, list[str]] = collections.defaultdict(list)
     for rid, c in res.clusters.items():
         clusters[c].append(rid)
     in_clusters = pairs_of(clusters)
     print(f"clusters at auto-link: {len(clusters):,} for {len(by_person):,} persons; "
           f"pairs in clusters: {prf(in_clusters, truth)}")
+    fig["clusters_at_auto_link"] = prf_dict(in_clusters, truth)
     between = [p for p in res.pairs if p.match_probability < auto]
     queue = res.review_pairs()
     true_in_queue = sum((min(p.left, p.right), max(p.left, p.right)) in truth for p in queue)
     print(f"deterministic links: {det:,}; pairs between thresholds: {len(between):,}; review queue "
           f"(records not already in one cluster): {len(queue):,}, of which true pairs {true_in_queue:,}")
+    fig.update(between_thresholds=len(between), review_queue=len(queue))
 
     missed = collections.Counter()
     for x, y in truth - in_clusters:
@@ -140,6 +161,8 @@ def main() -> None:
     lat.sort()
     print(f"pure-Python scorer: p50 {statistics.median(lat):.0f} us, p99 {lat[int(0.99 * len(lat))]:.0f} us "
           f"per pair ({len(lat):,} true pairs)")
+    fig.update(scorer_p50_us=round(statistics.median(lat), 1), scorer_p99_us=round(lat[int(0.99 * len(lat))], 1))
+    return fig
 
 
 if __name__ == "__main__":

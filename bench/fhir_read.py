@@ -366,7 +366,7 @@ def audited_request_ids(db_url: str) -> list[str]:
 
 
 # ------------------------------------------------------------------ main
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--database-url", help="postgresql+psycopg://user@host:port/<new database> "
@@ -390,13 +390,32 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     ap.add_argument("--keep", action="store_true",
                     help="keep the working directory and the database (for profiling)")
-    args = ap.parse_args()
+    ap.add_argument("--reuse", action="store_true",
+                    help="use the existing --database-url (migrated, a doctor added; kept afterwards), "
+                    "as bench/suite.py does with the region it loaded")
+    return ap
 
+
+def main() -> None:
+    args = parser().parse_args()
+    result = measure(args)
+    report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.keep:
+        print(f"working directory kept: {result['workdir']}; database kept: {result['database_url']}")
+    if not result["audit"]["verified"]:
+        sys.exit(1)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The whole benchmark (steps 1-6 of the module doc but the printing) for the options of
+    :func:`parser`; returns the figures (what ``--json`` writes)."""
     wrk = ensure_wrk()
     mach = machine()
     commit = git_commit()
     work = Path(tempfile.mkdtemp(prefix="hl-bench-"))
-    db = make_database(args.database_url, work)
+    db = make_database(args.database_url, work, reuse=args.reuse)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ,
@@ -496,16 +515,12 @@ def main() -> None:
                   "audited_in_flight_at_stop": in_flight, "warmup_reads_audited": warm_audited,
                   "verified": audit_ok},
     }
-    report(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
     if args.keep:
-        print(f"working directory kept: {work}; database kept: {db.url}")
+        result.update(workdir=str(work), database_url=db.url)
     else:
         db.cleanup()
         shutil.rmtree(work, ignore_errors=True)
-    if not result["audit"]["verified"]:
-        sys.exit(1)
+    return result
 
 
 def cpu_sharing(args: argparse.Namespace) -> str:

@@ -111,6 +111,67 @@ def raw_copy(plat: Platform) -> tuple[int, float]:
         return rows, time.perf_counter() - t
 
 
+def measure(n: int, pg: str = "postgresql+psycopg://postgres@127.0.0.1:5432", *, workers: int = 1,
+            only: str | None = None, database: str | None = None, log=print) -> dict:  # noqa: ANN001
+    """Generate N Patient records (not timed) and ingest them into SQLite and/or a fresh PostgreSQL
+    database (``database``, default ``bench_ingest_<random>``; created, dropped after), then the raw
+    COPY of the same rows on PostgreSQL; returns the figures.  ``log`` sees the lines printed."""
+    import psycopg
+
+    out: dict = {"patients": n, "workers": workers}
+    QUARANTINED.clear()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        t = time.perf_counter()
+        stats = write_region(Options(patients=n), tmp / "region")
+        gen_s = time.perf_counter() - t
+        out["generated"] = {"resources": stats.resources, "bytes": stats.bytes, "seconds": round(gen_s, 2),
+                            "resources_per_s": round(stats.resources / gen_s)}
+        log(f"generated {stats.resources:,} resources, {stats.bytes / 1e6:,.0f} MB of NDJSON "
+            f"in {gen_s:.0f} s (not timed below)")
+        if only != "postgresql":
+            count, secs, plat = run(f"sqlite:///{tmp / 'bench.db'}", tmp / "region", tmp / "sq", workers)
+            plat.close()
+            size = (tmp / "bench.db").stat().st_size
+            out["sqlite"] = {"resources": count, "seconds": round(secs, 2), "resources_per_s": round(count / secs),
+                             "quarantined": sum(QUARANTINED.values()), "database_bytes": size,
+                             "bytes_per_resource": round(size / count)}
+            log(f"SQLite:     {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s "
+                f"({sum(QUARANTINED.values()):,} records quarantined); database {size / 1e6:,.0f} MB "
+                f"= {size / count:,.0f} bytes/resource")
+            (tmp / "bench.db").unlink()
+        if only == "sqlite":
+            return out
+        name = database or f"bench_ingest_{uuid.uuid4().hex[:8]}"
+        admin = pg.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            c.execute(f'CREATE DATABASE "{name}"')
+        try:
+            QUARANTINED.clear()
+            count, secs, plat = run(f"{pg}/{name}", tmp / "region", tmp / "pg", workers)
+            with psycopg.connect(admin, autocommit=True) as c:
+                size = c.execute("SELECT pg_database_size(%s)", (name,)).fetchone()[0]
+            log(f"PostgreSQL: {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s; "
+                f"database {size / 1e6:,.0f} MB = {size / count:,.0f} bytes/resource")
+            rows, csecs = raw_copy(plat)
+            plat.close()
+            out["postgresql"] = {"resources": count, "seconds": round(secs, 2), "resources_per_s": round(count / secs),
+                                 "quarantined": sum(QUARANTINED.values()), "database_bytes": size,
+                                 "bytes_per_resource": round(size / count)}
+            out["raw_copy"] = {"rows": rows, "seconds": round(csecs, 3), "resources_per_s": round(count / csecs)}
+            out["share_of_copy"] = round((count / secs) / (count / csecs), 4)
+            log(f"raw COPY of the same {rows:,} rows (resources + versions + index rows): {csecs:.2f} s "
+                f"= {count / csecs:,.0f} resources/s; pipeline reaches "
+                f"{100 * (count / secs) / (count / csecs):.1f}% of it")
+        finally:
+            with psycopg.connect(admin, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     import argparse
 
@@ -122,47 +183,9 @@ def main() -> None:
                     help="institutions uploading at the same time (one process each)")
     ap.add_argument("--only", choices=("sqlite", "postgresql"), help="run one database only")
     a = ap.parse_args()
-    n, pg = a.patients, a.pg
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}; "
-          f"N = {n:,} Patient records; {a.workers} upload(s) at a time")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    try:
-        t = time.perf_counter()
-        stats = write_region(Options(patients=n), tmp / "region")
-        print(f"generated {stats.resources:,} resources, {stats.bytes / 1e6:,.0f} MB of NDJSON "
-              f"in {time.perf_counter() - t:.0f} s (not timed below)")
-        if a.only != "postgresql":
-            count, secs, plat = run(f"sqlite:///{tmp / 'bench.db'}", tmp / "region", tmp / "sq", a.workers)
-            plat.close()
-            size = (tmp / "bench.db").stat().st_size
-            print(f"SQLite:     {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s "
-                  f"({sum(QUARANTINED.values()):,} records quarantined); database {size / 1e6:,.0f} MB "
-                  f"= {size / count:,.0f} bytes/resource")
-            (tmp / "bench.db").unlink()
-        if a.only == "sqlite":
-            return
-        import psycopg
-
-        name = f"bench_ingest_{uuid.uuid4().hex[:8]}"
-        admin = pg.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        try:
-            count, secs, plat = run(f"{pg}/{name}", tmp / "region", tmp / "pg", a.workers)
-            with psycopg.connect(admin, autocommit=True) as c:
-                size = c.execute("SELECT pg_database_size(%s)", (name,)).fetchone()[0]
-            print(f"PostgreSQL: {count:,} resources in {secs:.1f} s = {count / secs:,.0f} resources/s; "
-                  f"database {size / 1e6:,.0f} MB = {size / count:,.0f} bytes/resource")
-            rows, csecs = raw_copy(plat)
-            plat.close()
-            print(f"raw COPY of the same {rows:,} rows (resources + versions + index rows): {csecs:.2f} s "
-                  f"= {count / csecs:,.0f} resources/s; pipeline reaches "
-                  f"{100 * (count / secs) / (count / csecs):.1f}% of it")
-        finally:
-            with psycopg.connect(admin, autocommit=True) as c:
-                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+          f"N = {a.patients:,} Patient records; {a.workers} upload(s) at a time")
+    measure(a.patients, a.pg, workers=a.workers, only=a.only)
 
 
 if __name__ == "__main__":

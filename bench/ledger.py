@@ -472,6 +472,14 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--_verify-child":
         verify_child(sys.argv[2], sys.argv[3])
         return
+    args = parser().parse_args()
+    result = measure(args)
+    report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--database-url", help="postgresql+psycopg://user@host:port/<new database> (created and "
@@ -496,8 +504,12 @@ def main() -> None:
     ap.add_argument("--on-first", action="store_true", help="each pair starts with the sequencer on")
     ap.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     ap.add_argument("--keep", action="store_true", help="keep the working directory and the databases")
-    args = ap.parse_args()
+    return ap
 
+
+def measure(args: argparse.Namespace) -> dict:
+    """Parts 1-4 of the module doc for the options of :func:`parser`; returns the figures
+    (what ``--json`` writes).  Prints its progress."""
     mach = machine()
     result: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_commit(),
                     "machine": mach, "command": shlex.join([sys.executable.replace(str(ROOT) + "/", ""),
@@ -528,9 +540,7 @@ def main() -> None:
             print(f"kept: {work}; databases: {[b.url for b in made]}")
     with open("/proc/loadavg") as f:
         result["loadavg_at_end"] = " ".join(f.read().split()[:3])
-    report(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

@@ -291,7 +291,7 @@ def fetch_all(client: httpx.Client, url: str, headers: dict, rid: str, *, follow
     return entries, pages, size, 200, waited
 
 
-def measure(client: httpx.Client, name: str, url: str, headers: dict, *, n: int, warmup: int, expect: int,
+def measure_case(client: httpx.Client, name: str, url: str, headers: dict, *, n: int, warmup: int, expect: int,
             server_sid: int, tag: str, follow: bool = True) -> dict:
     # what a retrieval returns: the resources built here plus what the platform keeps in the
     # compartment itself (the grant's Consent lives in A's Patient's compartment)
@@ -366,7 +366,7 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 
 # ------------------------------------------------------------------ main
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--database-url", help="postgresql+psycopg://user@host:port/<database> (created and "
@@ -384,7 +384,27 @@ def main() -> None:
     ap.add_argument("--server-cpus", default=None, help="taskset CPU list for the server (default: not pinned)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     ap.add_argument("--keep", action="store_true", help="keep the working directory and the database")
-    args = ap.parse_args()
+    ap.add_argument("--cases", type=int, default=4,
+                    help="measure the first K cases only (1: the whole shared record; 4: all, see step 5)")
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
+    result = measure(args)
+    report(result)
+    print("RESULT " + json.dumps(result, ensure_ascii=False))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    if args.keep:
+        print(f"working directory kept: {result['workdir']}; database kept: {result['database_url']}")
+    if not result["audit_verified"] or any(c["errors"] for c in result["cases"]):
+        sys.exit(1)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The benchmark (steps 1-5 of the module doc) for the options of :func:`parser`; returns the
+    figures (what ``--json`` writes).  Prints its progress."""
     if args.sqlite and args.database_url:
         sys.exit("--sqlite and --database-url exclude each other")
 
@@ -469,10 +489,11 @@ def main() -> None:
             (f"own institution, {w.lone_count} resources, no grant, whole", ev.format(w.lone_patient)
              + f"?_count={big}", other, w.lone_count),
         ]
+        cases = cases[:max(1, args.cases)]
         results = []
         for i, (name, url, user, expect) in enumerate(cases):
             tag = f"sr{run}c{i}"
-            res = measure(client, name, url, hdr[user], n=args.requests, warmup=args.warmup, expect=expect,
+            res = measure_case(client, name, url, hdr[user], n=args.requests, warmup=args.warmup, expect=expect,
                           server_sid=server.pid, tag=tag, follow="first page" not in name)
             res["user"] = "doctor with grant" if user == doctor else "doctor without grant"
             results.append(res)
@@ -506,17 +527,12 @@ def main() -> None:
         "cases": results, "audit": audit,
         "audit_verified": all(x["audited"] == x["requests"] for x in audit),
     }
-    report(result)
-    print("RESULT " + json.dumps(result, ensure_ascii=False))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     if args.keep:
-        print(f"working directory kept: {work}; database kept: {db.url}")
+        result.update(workdir=str(work), database_url=db.url)
     else:
         db.cleanup()
         shutil.rmtree(work, ignore_errors=True)
-    if not result["audit_verified"] or any(c["errors"] for c in results):
-        sys.exit(1)
+    return result
 
 
 def report(r: dict) -> None:
