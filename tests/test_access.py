@@ -279,6 +279,51 @@ def test_role_matrix(client, staff, auditor, platform, role):
     assert not wrong, f"{role}: (type, op): (got, expected) {wrong}"
 
 
+# The leaders' dashboard (issue 10; docs/dashboard.md, docs/roles.md "dashboard"): which staff roles
+# see it, and how wide; written out by hand so that a change to roles.py that widens it fails here.
+DASHBOARD: dict[str, str | None] = {
+    "health_commission_leader": "region", "institution_manager": "institution",
+    **{r: None for r in ("doctor", "nurse", "pharmacist", "registration_clerk", "empi_reviewer",
+                         "prereview_pharmacist", "quality_manager", "system_admin", "security_admin",
+                         "audit_admin")},
+}
+
+
+def test_dashboard_matrix_covers_every_staff_role():
+    assert set(DASHBOARD) == set(STAFF_ROLES)
+
+
+@pytest.mark.parametrize("role", STAFF_ROLES)
+def test_dashboard_matrix(client, staff, role):
+    """Each role sees the dashboard as the matrix says, at every drill level, and the roles that see
+    it still cannot read a single patient record of the institution whose counts they see."""
+    user = staff(role)
+    doc = staff("doctor", institution=user.institution)
+    pid = _post(client, "/fhir/Patient", patient(), doc)["id"]
+    want = DASHBOARD[role]
+    # a recount now, so the new record is in the counts: for the roles that see the dashboard only
+    assert client.post("/api/dashboard/refresh", headers=user.headers).status_code == (403 if want is None else 200)
+    for params in ({}, {"institution": user.institution}, {"institution": user.institution,
+                                                          "department": "no-such-department"}):
+        r = client.get("/api/dashboard", params=params, headers=user.headers)
+        if want is None:
+            assert r.status_code == 403, (role, params, r.text)
+            continue
+        if "department" in params:  # an unknown department of a visible institution: named, not shown
+            assert r.status_code == 400 and "department" in r.text, (role, r.text)
+            continue
+        assert r.status_code == 200, (role, params, r.text)
+        body = r.json()
+        assert body["view"] == want
+        assert pid not in r.text  # counts only: the patient the doctor just wrote is not named
+        assert body["tables"]["records"]["totals"]["patients"] >= (1 if params else 0)
+    if want is not None:
+        for path in (f"/fhir/Patient/{pid}", f"/fhir/Patient?_id={pid}", f"/fhir/Patient/{pid}/$everything"):
+            assert client.get(path, headers=user.headers).status_code == 403, (role, path)
+    csv = client.get("/api/dashboard/tables/records.csv", headers=user.headers)
+    assert csv.status_code == (403 if want is None else 200), role
+
+
 def test_roles_without_clinical_access_are_refused_and_the_refusal_is_audited(client, staff, auditor):
     doc = staff("doctor")
     pid = _post(client, "/fhir/Patient", patient(), doc)["id"]

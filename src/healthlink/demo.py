@@ -36,6 +36,8 @@ def demo_logins() -> list[DemoLogin]:
             DemoLogin("clerk", "registration_clerk", a), DemoLogin("empi", "empi_reviewer", a),
             DemoLogin("quality", "quality_manager", a), DemoLogin("president", "institution_manager", a),
             DemoLogin("leader", "health_commission_leader", None),
+            # the dashboard's institution view at a consortium's lead hospital (issue 10)
+            DemoLogin("manager", "institution_manager", b),
             DemoLogin("sysadmin", "system_admin", None), DemoLogin("secadmin", "security_admin", None),
             DemoLogin("auditor", "audit_admin", None)]
 

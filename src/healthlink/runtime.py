@@ -17,6 +17,7 @@ from healthlink.consent import (
 )
 from healthlink.consent.grants import Grants, grant_key
 from healthlink.consent.patients import PatientAccounts
+from healthlink.dashboard import Dashboard
 from healthlink.db import Database
 from healthlink.healthcode import HealthCodes, ResolverRegistry
 from healthlink.identity import Identity, LocalPatients
@@ -55,6 +56,8 @@ class Platform:
     prereview: PreReview
     # bedside verification (issue 8, item 4): set by start(), it calls back into prereview
     bedside: Bedside = field(init=False, repr=False)
+    # the leaders' dashboard (issue 10; docs/dashboard.md): set by start()
+    dashboard: Dashboard = field(init=False, repr=False)
 
     @classmethod
     def start(cls, settings: Settings) -> Platform:
@@ -62,7 +65,8 @@ class Platform:
         external = None if settings.sms_gateway == OUTBOX else build_gateway(
             gateway_class(settings.sms_gateway), settings)
         db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous,
-                      pool_size=settings.db_pool_size, pool_timeout=settings.db_pool_timeout)
+                      pool_size=settings.db_pool_size, pool_timeout=settings.db_pool_timeout,
+                      connect_timeout=settings.db_connect_timeout, pool_pre_ping=settings.db_pool_pre_ping)
         audit = AuditWriter(db, batch_max=settings.audit_batch_max, wait_ms=settings.audit_batch_wait_ms)
         accounts = AccountService(db, audit, key=settings.signing_key(), ttl=settings.token_ttl_seconds)
         services = Services(db=db, audit=audit, base_url=settings.base_url.rstrip("/") + "/fhir",
@@ -100,7 +104,13 @@ class Platform:
         plat.bedside = Bedside(services, lambda: medsafety.knowledge, medsafety_packs.load(medsafety_knowledge.load()),
                                pairs=settings.bedside_pairs, window_minutes=settings.bedside_time_window_minutes,
                                tz=settings.region_timezone, prereview=lambda ref: plat.prereview.outcome(ref))
+        plat.dashboard = Dashboard(db, tz=settings.region_timezone, max_age_s=settings.dashboard_max_age_seconds,
+                                   ledger_status=plat.ledger_status, item_label=plat._item_label)
         return plat
+
+    def _item_label(self, item_id: str) -> str:
+        item = self.recognition.catalogue.by_id(item_id)
+        return f"{item.name_zh} {item.name_en}" if item else item_id
 
     def repository(self, ctx: RequestContext) -> Repository:
         return Repository(ctx, self.services)

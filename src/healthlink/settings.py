@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(
         5.0, description="Seconds to wait for a pooled connection before answering 503."
     )
+    # issue 9 (faults): the pool against a database that goes away (docs/faults.md)
+    db_pool_pre_ping: bool = Field(
+        True, description="Test each pooled PostgreSQL connection with a round trip when it is taken "
+        "from the pool. Off saves that round trip per request; a restart of PostgreSQL then costs "
+        "one 503 per worker before the pool is renewed.")
+    db_connect_timeout: int = Field(
+        2, ge=2, le=60, description="Seconds a new PostgreSQL connection may take before the request "
+        "is answered 503 (libpq connect_timeout).")
     secret_key: SecretStr | None = Field(
         None,
         description="Key that signs access tokens (HS256). If unset, a random key is "
@@ -61,6 +69,26 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         64 * 1024 * 1024, description="Largest request body accepted, in bytes."
+    )
+    # issue 9 (hostile input): per-client rate limits, token buckets in each worker process
+    # (docs/security.md); 0 turns a limit off.  Off by default so that tests and benchmarks,
+    # which drive thousands of requests from one address, are never throttled.
+    rate_limit_per_minute: int = Field(
+        0, ge=0,
+        description="Requests a minute one authenticated user or system may make (a token bucket per "
+        "token subject, bursts up to the same number; per worker process); over it: 429 with "
+        "Retry-After. 0: no limit.",
+    )
+    rate_limit_anonymous_per_minute: int = Field(
+        0, ge=0,
+        description="Requests a minute one client address may make without a valid token (pages before "
+        "sign-in, /fhir/metadata, failed authentication); per worker process. 0: no limit.",
+    )
+    rate_limit_login_per_minute: int = Field(
+        0, ge=0,
+        description="Sign-in attempts (POST /api/auth/login, /api/auth/token, /login, patient login and "
+        "sign-up) a minute from one client address, on top of the per-account lockout; per worker "
+        "process. 0: no limit.",
     )
     audit_batch_max: int = Field(
         512, description="Most audit records the group-commit writer puts in one commit."
@@ -245,6 +273,13 @@ class Settings(BaseSettings):
         "Asia/Shanghai",
         description="The region's time zone: recognition validity windows are counted in its calendar days.",
     )
+    # issue 10: the leaders' dashboard (docs/dashboard.md)
+    dashboard_max_age_seconds: float = Field(
+        300.0, ge=0,
+        description="A dashboard view recounts the pre-aggregated indicators first when their last refresh "
+        "is older than this (seconds; incremental, from each source's high-water mark); 0: never on a view, "
+        "only by `healthlink dashboard refresh` (docs/dashboard.md).",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON request log.")
     demo: bool = Field(
         False, description="Act as `healthlink serve --demo` (the README's run command): migrate, seed "
@@ -262,6 +297,20 @@ class Settings(BaseSettings):
         v = v.upper()
         if v not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("must be FULL, NORMAL or EXTRA")
+        return v
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, v: SecretStr | None) -> SecretStr | None:
+        # issue 9: an HS256 key needs at least 256 bits (RFC 7518 section 3.2); an empty or
+        # placeholder value would let anyone who guesses it sign tokens (docs/security.md)
+        if v is None:
+            return v
+        key = v.get_secret_value()
+        if len(key) < 32 or key.lower().strip(".-_ ") in ("changeme", "change-me", "secret", "..."):
+            raise ValueError("must be at least 32 characters of random text (e.g. the output of "
+                             "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`); leave it "
+                             "unset to have a random key generated in the data directory")
         return v
 
     @field_validator("prereview_timeout_policy")

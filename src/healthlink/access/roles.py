@@ -51,6 +51,10 @@ class Role:
     # the regional prescription pre-review centre (issue 8; healthlink.medsafety.prereview): the
     # prescriptions submitted to the centre and, of their patients only, the data the checks need
     prereview: bool = False
+    # the leaders' dashboard (issue 10; healthlink.dashboard): "region" (every institution) or
+    # "institution" (own institution and, for a county medical consortium's lead hospital, its
+    # consortium); aggregates only, never a patient's data
+    dashboard: str = ""
 
 
 _NURSE_WRITES = frozenset({"Observation", "MedicationAdministration", "Encounter", "Procedure",
@@ -89,10 +93,13 @@ ROLES: dict[str, Role] = {r.code: r for r in [
     Role("quality_manager", "Quality manager", "质控管理员", {"patient": "rs", "directory": "rs"},
          basis="Reviews records of own institution for quality control (病历质控)."),
     Role("institution_manager", "Institution manager (president)", "院长/机构管理者",
-         {"directory": "rs"},
-         basis="Runs the institution from aggregates; no patient-level data."),
+         {"directory": "rs"}, dashboard="institution",
+         basis="Runs the institution from aggregates; no patient-level data. The dashboard shows "
+               "own institution and, at a county medical consortium's lead hospital, the consortium."),
     Role("health_commission_leader", "Health-commission leader", "卫健委领导", {"directory": "rs"},
-         basis="Oversees the region from aggregates; no patient-level data."),
+         dashboard="region",
+         basis="Oversees the region from aggregates; no patient-level data. The dashboard shows every "
+               "institution, down to departments, as counts only."),
     Role("system_admin", "System administrator", "系统管理员", {"directory": "cruds"},
          scope="region",
          basis="MLPS level 3 三权分立: runs the system and its reference data; no clinical "
@@ -143,6 +150,12 @@ def may_prereview(roles: frozenset[str]) -> bool:
     """May the roles work the regional pre-review centre's queue (and read, of the patients of
     submitted prescriptions only, what the review needs)?"""
     return any(ROLES[c].prereview for c in roles if c in ROLES)
+
+
+def dashboard_view(roles: frozenset[str]) -> str:
+    """The widest dashboard view the roles give: "region", "institution" or "" (none)."""
+    views = {ROLES[c].dashboard for c in roles if c in ROLES}
+    return "region" if "region" in views else "institution" if "institution" in views else ""
 
 
 def region_wide(roles: frozenset[str], res_type: str, op: str) -> bool:
@@ -232,6 +245,9 @@ def _scope_text(role: Role) -> str:
     return "all institutions (region)" if role.scope == "region" else "own institution"
 
 
+_DASHBOARD_TEXT = {"": "—", "region": "whole region", "institution": "own institution (and consortium if lead)"}
+
+
 def render_markdown() -> str:
     """docs/roles.md, generated from :data:`ROLES` (a test keeps the file equal to this)."""
     lines = [
@@ -261,13 +277,17 @@ def render_markdown() -> str:
         "classes it names and never including a sensitive category the patient did not name "
         "(docs/consent.md). The `patient` role belongs to patient-portal sessions, never to staff.",
         "",
-        "| role | title | 中文 | patient data of | patient data | directory data | audit data | basis |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "The leaders' dashboard (docs/dashboard.md) shows counts and rates, never a patient's data: "
+        "`health_commission_leader` sees the whole region, `institution_manager` its own institution "
+        "and, at a county medical consortium's lead hospital, the consortium's members.",
+        "",
+        "| role | title | 中文 | patient data of | patient data | directory data | audit data | dashboard | basis |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in ROLES.values():
         lines.append(f"| `{r.code}` | {r.title} | {r.title_zh} | {_scope_text(r)} | "
                      f"{_ops_text(r, 'patient')} | {_ops_text(r, 'directory')} | "
-                     f"{_ops_text(r, 'audit')} | {r.basis} |")
+                     f"{_ops_text(r, 'audit')} | {_DASHBOARD_TEXT[r.dashboard]} | {r.basis} |")
     lines += [
         "",
         f"Staff accounts hold the roles {', '.join(f'`{c}`' for c in STAFF_ROLES)}. "

@@ -61,9 +61,14 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
                   description="Platform API (login, tokens, operations). The FHIR R4 API is "
                               "under /fhir; its CapabilityStatement is at /fhir/metadata.")
     app.state.platform = plat
+    app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app)
-    app.include_router(web_router)  # pages; first, so its '/' is the home page
+    # the CDS Hooks services first: each request walks the routes in order (twice for an
+    # included router, ADR 0007), and the order-time hooks are the hottest path (ADR 0016);
+    # their paths (/cds-services/...) meet no other router's
+    app.include_router(cds_router)  # /cds-services (CDS Hooks 2.0, docs/cds-hooks.md)
+    app.include_router(web_router)  # pages; before the APIs, so its '/' is the home page
     app.include_router(platform_router)
     app.include_router(empi_router)
     app.include_router(healthcode_router)
@@ -71,7 +76,6 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(grant_router)
     app.include_router(patient_grant_router)
     app.include_router(ledger_router)
-    app.include_router(cds_router)  # /cds-services (CDS Hooks 2.0, docs/cds-hooks.md)
     app.include_router(recognition_router)
     app.include_router(medsafety_router)  # issue 8: order-time checks, overrides, knowledge
     app.include_router(prereview_router)  # issue 8: regional prescription pre-review centre

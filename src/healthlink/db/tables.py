@@ -764,3 +764,57 @@ bedside_crossmatch = Table(
 )
 Index("ix_bedside_crossmatch_patient", bedside_crossmatch.c.patient_id, bedside_crossmatch.c.status)
 Index("ix_bedside_crossmatch_din", bedside_crossmatch.c.din)
+
+# The leaders' dashboard (issue 10; healthlink.dashboard, docs/dashboard.md).  Daily counts per
+# institution, department, metric and key, computed from the store and the event tables and
+# refreshed incrementally: each source's days from its high-water mark (less a margin for late
+# commits) are recounted, the older days are kept.  Page views read only these rows.
+dashboard_daily = Table(
+    "dashboard_daily",
+    metadata,
+    Column("institution_id", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True, autoincrement=False),  # days since 1970-01-01, region calendar
+    Column("source", String(24), primary_key=True),  # resource | recognition | medsafety | prereview | ...
+    Column("department_id", String(64), primary_key=True),  # '' when the source has none
+    Column("metric", String(32), primary_key=True),
+    Column("key", String(64), primary_key=True),  # '' or a breakdown: type, severity, reason, item
+    Column("value", BigInteger, nullable=False),
+)
+Index("ix_dashboard_daily_metric", dashboard_daily.c.metric, dashboard_daily.c.day)
+Index("ix_dashboard_daily_source", dashboard_daily.c.source, dashboard_daily.c.day)
+# The same counts per calendar month (``day``: the month's first day), rolled up from the daily rows
+# the refresh touched: a long period reads its whole months here and only its partial months' days.
+dashboard_monthly = Table(
+    "dashboard_monthly",
+    metadata,
+    Column("institution_id", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("source", String(24), primary_key=True),
+    Column("department_id", String(64), primary_key=True),
+    Column("metric", String(32), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+Index("ix_dashboard_monthly_metric", dashboard_monthly.c.metric, dashboard_monthly.c.day)
+Index("ix_dashboard_monthly_source", dashboard_monthly.c.source, dashboard_monthly.c.day)
+
+# Each source's high-water mark (µs since epoch: the start of its last refresh) and the figures
+# kept as a snapshot (EMPI persons per institution: counted whole at most every few minutes).
+dashboard_state = Table(
+    "dashboard_state",
+    metadata,
+    Column("source", String(24), primary_key=True),
+    Column("hw", BigInteger, nullable=False),
+    Column("refreshed", BigInteger, nullable=False),
+    Column("seconds", Float, nullable=False),  # how long its last refresh took
+)
+dashboard_snapshot = Table(
+    "dashboard_snapshot",
+    metadata,
+    Column("metric", String(32), primary_key=True),
+    Column("institution_id", String(64), primary_key=True),  # '' for the region
+    Column("value", BigInteger, nullable=False),
+    Column("taken", BigInteger, nullable=False),
+)
+# the dashboard's incremental recount of grants reads the recent ones by creation time
+Index("ix_access_grant_created", access_grant.c.created)
