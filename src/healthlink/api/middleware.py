@@ -13,6 +13,7 @@ small page (Chinese or English, as the ``hl_lang`` cookie says) elsewhere.
 from __future__ import annotations
 
 import hashlib
+import html
 import logging
 import math
 import re
@@ -137,10 +138,6 @@ _MESSAGES = {
 }
 
 
-def _html_escape(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
 def refusal(scope, status: int, *, limit: int = 0, wait: int = 0,  # noqa: ANN001
             rid: str = "-") -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """The body and headers of a 413 or 429 sent by this middleware itself."""
@@ -166,8 +163,8 @@ def refusal(scope, status: int, *, limit: int = 0, wait: int = 0,  # noqa: ANN00
         title, text = (title_en, en) if english else (title_zh, zh)
         lang = "en" if english else "zh-CN"
         body = (f'<!doctype html><html lang="{lang}"><meta charset="utf-8"><title>{status} {title}</title>'
-                f'<body><main><h1>{_html_escape(title)}</h1><p>{_html_escape(text)}</p>'
-                f'<p><a href="/">HealthLink</a> · <code>{_html_escape(rid)}</code></p></main></body></html>').encode()
+                f'<body><main><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>'
+                f'<p><a href="/">HealthLink</a> · <code>{html.escape(rid)}</code></p></main></body></html>').encode()
         ctype = b"text/html; charset=utf-8"
     headers += [(b"content-type", ctype), (b"content-length", str(len(body)).encode()),
                 (b"cache-control", b"no-store")]
