@@ -241,6 +241,17 @@ def test_pages_carry_a_content_security_policy_without_inline_script(client):
     assert r.headers["cache-control"] == "no-store"
 
 
+def test_no_template_has_an_inline_event_handler_or_htmx_eval():
+    """The policy allows neither inline handlers (``onchange=``) nor eval (htmx ``hx-on``,
+    ``hx-vals="js:..."``, trigger filters): a page built with one loads but does nothing when
+    clicked.  Behaviour lives in static files (``static/page.js`` and the page's own script)."""
+    bad = re.compile(r"""\s(on[a-z]+|hx-on[:\w-]*)\s*=|hx-(vals|vars)\s*=\s*["']\s*(js|javascript):"""
+                     r"""|hx-trigger\s*=\s*"[^"]*\[""", re.I)
+    found = [f"{f.name}: {m.group(0).strip()}" for f in sorted((SRC / "web" / "templates").glob("*.html"))
+             for m in bad.finditer(f.read_text(encoding="utf-8"))]
+    assert found == []
+
+
 def test_every_inline_script_of_the_rendered_templates_is_allowed_by_its_hash():
     """The hash is taken from the template file; the browser hashes the rendered block."""
     import hashlib
