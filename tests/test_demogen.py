@@ -213,25 +213,46 @@ def test_memory_stays_flat_as_the_region_grows() -> None:
     assert large < small * 1.5 + 256 * 1024
 
 
-def test_loaded_region_is_owned_by_each_institution(platform, client, staff) -> None:  # noqa: ANN001
-    from healthlink.fhir import store
+def test_loaded_region_is_owned_by_each_institution(fresh_db: str, tmp_path: Path) -> None:
+    """On a database of its own: demo regions of other seeds (the browser tests load one into the
+    session's database) hold other records under the same ids."""
+    from fastapi.testclient import TestClient
 
-    opts = Options(patients=120, seed=99)
-    written = load_region(platform, opts)
-    keys = [(res["resourceType"], res["id"]) for _, res in generate(opts)]
-    assert 0 < written <= len(keys)  # the directory and staff may be there already (other tests)
-    with platform.db.read() as conn:
-        stored = store.read_current_many(conn, keys)
-    assert len(stored) == len(set(keys))  # every generated resource is stored, none lost
-    mine = {r.patient_id for r in patient_records(opts) if r.institution == "yushu-peoples"}
-    others = {r.patient_id for r in patient_records(opts)} - mine
-    doctor = staff("doctor", institution="yushu-peoples")
-    r = client.get("/fhir/Patient", params={"_count": 500}, headers=doctor.headers)
-    assert r.status_code == 200, r.text
-    seen = {e["resource"]["id"] for e in r.json().get("entry", [])}
-    assert mine and mine <= seen and not (others & seen)
-    other = sorted(others)[0]
-    assert client.get(f"/fhir/Patient/{other}", headers=doctor.headers).status_code == 404
+    from healthlink.accounts import add_user
+    from healthlink.api import create_app
+    from healthlink.db.migrate import upgrade
+    from healthlink.fhir import store
+    from healthlink.runtime import Platform
+    from healthlink.settings import Settings
+
+    settings = Settings(database_url=fresh_db, data_dir=tmp_path / "data", secret_key="test-signing-key-" + "x" * 32,
+                        log_level="WARNING", base_url="http://testserver", audit_batch_wait_ms=1.0)
+    platform = Platform.start(settings)
+    try:
+        upgrade(platform.db)
+        opts = Options(patients=120, seed=99)
+        written = load_region(platform, opts)
+        keys = [(res["resourceType"], res["id"]) for _, res in generate(opts)]
+        assert written == len(set(keys))  # an empty database: every generated resource written
+        with platform.db.read() as conn:
+            stored = store.read_current_many(conn, keys)
+        assert len(stored) == len(set(keys))  # every generated resource is stored, none lost
+        mine = {r.patient_id for r in patient_records(opts) if r.institution == "yushu-peoples"}
+        others = {r.patient_id for r in patient_records(opts)} - mine
+        add_user(platform.db, username="doctor.own", password="test-password-1", display_name="doctor",
+                 roles=["doctor"], institution_id="yushu-peoples", practitioner_id="prac-own")
+        with TestClient(create_app(settings, platform=platform)) as client:
+            r = client.post("/api/auth/login", json={"username": "doctor.own", "password": "test-password-1"})
+            assert r.status_code == 200, r.text
+            headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            r = client.get("/fhir/Patient", params={"_count": 500}, headers=headers)
+            assert r.status_code == 200, r.text
+            seen = {e["resource"]["id"] for e in r.json().get("entry", [])}
+            assert mine and mine <= seen and not (others & seen)
+            other = sorted(others)[0]
+            assert client.get(f"/fhir/Patient/{other}", headers=headers).status_code == 404
+    finally:
+        platform.close()
 
 
 def test_cli_writes_the_region_and_its_ground_truth(tmp_path: Path) -> None:
