@@ -561,10 +561,18 @@ class Repository:
         """:meth:`result_candidates` for a check that records what it found: as
         :meth:`medication_context_scope` (the caller's rows committed with the audit record when the
         block ends; ``also(conn)`` run in the same read transaction; ADR 0016)."""
-        person, out, answer = self._candidate_rows(patient_id, codes=codes, since_us=since_us, studies=studies,
-                                                   also=also)
-        rec = self._record("operation", [s for s, shown in out if shown],
-                           query=f"Patient/{patient_id}/$recognition-check")
+        found = self._candidate_rows(patient_id, codes=codes, since_us=since_us, studies=studies, also=also)
+        with self._check_scope(patient_id, "$recognition-check", *found) as scope:
+            yield scope
+
+    @contextmanager
+    def _check_scope(self, patient_id: str, operation: str, person: str | None,
+                     out: list[tuple[Stored, bool]], answer: object) -> Iterator[CheckScope]:
+        """The audit half of an order-time check's scope (ADR 0016): one audit record of
+        ``Patient/{patient_id}/{operation}`` naming the disclosed records, written with the rows the
+        caller appended to ``scope.rows`` when the block ends (in the audit writer's group commit,
+        waited for); if the block raises, written without them and the error stands."""
+        rec = self._record("operation", [s for s, shown in out if shown], query=f"Patient/{patient_id}/{operation}")
         rec.patients.add(patient_id)
         scope = CheckScope(person, out, [], answer)
         try:
@@ -639,21 +647,8 @@ class Repository:
         If the block raises, the audit record is still written, without the rows, and the error
         stands.  ``also(conn)``: the caller's own look-up (its earlier events), run in the same read
         transaction after the records are read; its answer is ``scope.also``."""
-        person, out, answer = self._medication_rows(patient_id, also)
-        rec = self._record("operation", [s for s, shown in out if shown],
-                           query=f"Patient/{patient_id}/$medication-check")
-        rec.patients.add(patient_id)
-        scope = CheckScope(person, out, [], answer)
-        try:
+        with self._check_scope(patient_id, "$medication-check", *self._medication_rows(patient_id, also)) as scope:
             yield scope
-        except BaseException:
-            try:
-                self.s.audit.record(rec)
-            except HealthLinkError:
-                pass  # the original error is what the caller must see
-            raise
-        rec.with_rows = scope.rows
-        self.s.audit.record(rec)
 
     def _medication_rows(self, patient_id: str, also: Callable[[Connection], object] | None = None
                          ) -> tuple[str | None, list[tuple[Stored, bool]], object]:
