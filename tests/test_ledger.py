@@ -107,6 +107,38 @@ def test_every_audit_record_and_result_version_becomes_a_leaf_and_proofs_verify(
     assert rep.size == size and rep.checkpoints == 1
 
 
+def test_a_result_stamped_before_the_high_water_mark_but_committed_later_is_integrated(region, monkeypatch):  # noqa: ANN001
+    """A result version is timestamped before its transaction commits, so it can reach the store
+    after a later-stamped one has been integrated.  The sequencer's ordinary pass reads only from
+    the high-water mark on (re-reading the minute before it on every pass cost a scan of everything
+    just loaded, each second); its periodic sweep of that minute finds the late one."""
+    from healthlink.fhir import store as store_mod
+    from healthlink.ledger import log as ledger_log
+    plat, settings, obs = region
+    with plat.db.read() as conn:
+        hw = conn.execute(select(t.ledger_state.c.result_hw)).scalar_one()
+    repo = plat.repository(RequestContext(actor=doctor("org-a")))
+    pid = repo.read("Observation", obs[1]).json()["subject"]["reference"].split("/")[1]
+    monkeypatch.setattr(store_mod, "now_us", lambda: hw - 20_000_000)  # stamped 20 s before the mark
+    late = repo.create(observation(pid, 6.6), res_type="Observation").stored
+    monkeypatch.undo()
+    assert late.last_updated < hw
+
+    def leaf_of(rid: int) -> int | None:
+        with plat.db.read() as conn:
+            return conn.execute(select(t.ledger_leaf.c.idx).where(t.ledger_leaf.c.result_rid == rid)).scalar()
+
+    plat.ledger._last_result_sweep = ledger_log.time.monotonic()  # the sweep just ran
+    plat.ledger.integrate()
+    assert leaf_of(late.rid) is None  # an ordinary pass starts at the mark
+    plat.ledger._last_result_sweep -= ledger_log.RESULT_SWEEP_SECONDS  # the sweep is due
+    assert plat.ledger.integrate() >= 1
+    assert leaf_of(late.rid) is not None
+    assert plat.ledger.integrate() == 0  # nothing repeated
+    rep = verify(plat.db, open_note=ledger_setup.note_opener(settings))
+    assert rep.ok, rep.problems
+
+
 def test_the_application_cannot_update_or_delete_audit_or_ledger_rows(region):  # noqa: ANN001
     plat, _, _ = region
     for stmt in ("UPDATE audit_event SET username = 'x'", "DELETE FROM audit_event",

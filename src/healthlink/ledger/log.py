@@ -41,6 +41,8 @@ log = logging.getLogger("healthlink.ledger")
 
 RESULT_TYPES = ("Observation", "DiagnosticReport", "ImagingStudy")
 SALT_BYTES = 16
+RESULT_GRACE_US = 60_000_000  # a result version may commit up to a minute after a later-stamped one
+RESULT_SWEEP_SECONDS = 15.0  # how often that minute is looked through again
 _AUDIT_TAG = b"HLA1"
 _RESULT_TAG = b"HLR1"
 _LEAF_COLS = ("idx", "kind", "audit_seq", "result_rid", "result_version", "salt", "hash", "integrated")
@@ -93,6 +95,7 @@ class Ledger:
         # again (docs/faults.md); -inf: on the first pass
         self._last_sweep = float("-inf")
         self.sweep_seconds = min(60.0, gap_seconds / 4)
+        self._last_result_sweep = float("-inf")  # the results' minute of grace (_pending_results)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -179,10 +182,18 @@ class Ledger:
         if limit <= 0:
             return []
         v, leaf = t.resource_version, t.ledger_leaf
-        grace = 60_000_000  # a version written (timestamped) up to a minute before a later one committed
+        # a version is timestamped before its transaction commits, so one stamped up to a minute
+        # before the newest integrated one may commit after it: the minute behind the high-water
+        # mark is looked through again every RESULT_SWEEP_SECONDS, not on every pass (after a bulk
+        # load that minute holds every row just loaded, and each pass would re-read them all)
+        now = time.monotonic()
+        since = hw
+        if now - self._last_result_sweep >= RESULT_SWEEP_SECONDS:
+            self._last_result_sweep = now
+            since = hw - RESULT_GRACE_US
         rows = conn.execute(
             select(v.c.rid, v.c.version_id, v.c.content, v.c.last_updated)
-            .where(v.c.res_type.in_(RESULT_TYPES), v.c.last_updated > hw - grace,
+            .where(v.c.res_type.in_(RESULT_TYPES), v.c.last_updated >= since,
                    ~exists().where(and_(leaf.c.result_rid == v.c.rid, leaf.c.result_version == v.c.version_id)))
             .order_by(v.c.last_updated, v.c.rid, v.c.version_id).limit(limit)).all()
         return [(r.rid, r.version_id, r.content, r.last_updated) for r in rows]
