@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import orjson
 from sqlalchemy import Connection, and_, bindparam, exists, false, or_, select, update
 
+from healthlink.db import const, const_in
 from healthlink.db import tables as t
 from healthlink.fhir import labels as L
 from healthlink.fhir import store
@@ -100,10 +101,16 @@ def active_grants(conn: Connection, holder: str, institution_id: str | None, *,
             for r in rows if linked.get(r.patient_id) == r.person_id]
 
 
-def _label(param: str, codes: frozenset[str], table=R):  # noqa: ANN001, ANN202
+def _label(param: str, codes: frozenset[str], table=R, *, const_codes: bool = False):  # noqa: ANN001, ANN202
     """EXISTS a label row of ``param`` with one of ``codes`` for the row of ``table`` (an alias of
-    the token table, so it never correlates with a join of the outer query)."""
+    the token table, so it never correlates with a join of the outer query).  ``const_codes``: the
+    codes are the platform's own (the sensitive categories in force, from the settings), written
+    into the statement's text (:func:`healthlink.db.const`) for a statement built once."""
     tok = TOK.alias()
+    if const_codes:
+        return exists(select(1).select_from(tok).where(
+            tok.c.rid == table.c.rid, tok.c.param == const(param), tok.c.system == const(LABEL_SYSTEM),
+            const_in(tok.c.code, codes)))
     return exists(select(1).select_from(tok).where(
         tok.c.rid == table.c.rid, tok.c.param == param, tok.c.system == LABEL_SYSTEM,
         tok.c.code.in_(sorted(codes))))

@@ -23,7 +23,7 @@ from healthlink.access import grants as G
 from healthlink.access import roles as R
 from healthlink.access.context import RequestContext
 from healthlink.access.scopes import scopes_allow
-from healthlink.db import Database
+from healthlink.db import Database, const, const_in
 from healthlink.db import tables as t
 from healthlink.errors import (
     Conflict, Forbidden, HealthLinkError, Invalid, Issue, MethodNotAllowed, NotFound, PreconditionFailed,
@@ -1017,24 +1017,27 @@ def _medication_sql(linked: bool, sensitive: frozenset[str]):  # noqa: ANN202
     def has(param: str, codes: frozenset[str] | None = None):  # noqa: ANN202
         """EXISTS an index row of ``param`` (with one of ``codes``: ``system|code`` for ``code``)."""
         tok = t.idx_token.alias()
-        cond = [tok.c.rid == r.c.rid, tok.c.param == param]
+        cond = [tok.c.rid == r.c.rid, tok.c.param == const(param)]
         if codes is not None and param == "code":
             pairs = sorted(c.split("|", 1) for c in codes)
-            cond.append(or_(*(and_(tok.c.system == sy, tok.c.code == co) for sy, co in pairs)))
+            cond.append(or_(*(and_(tok.c.system == const(sy), tok.c.code == const(co)) for sy, co in pairs)))
         elif codes is not None:
-            cond.append(tok.c.code.in_(sorted(codes)))
+            cond.append(const_in(tok.c.code, codes))
         return exists(select(1).select_from(tok).where(*cond))
 
+    def of(res_type: str):  # noqa: ANN202
+        return r.c.res_type == const(res_type)
+
     current = or_(
-        and_(r.c.res_type == "MedicationRequest", has("status", CURRENT_REQUEST_STATUS)),
-        and_(r.c.res_type == "MedicationStatement", has("status", CURRENT_STATEMENT_STATUS)),
-        and_(r.c.res_type == "AllergyIntolerance",
+        and_(of("MedicationRequest"), has("status", CURRENT_REQUEST_STATUS)),
+        and_(of("MedicationStatement"), has("status", CURRENT_STATEMENT_STATUS)),
+        and_(of("AllergyIntolerance"),
              or_(~has("clinical-status"), has("clinical-status", frozenset({"active"}))),
              ~has("verification-status", frozenset({"refuted", "entered-in-error"}))),
-        and_(r.c.res_type == "Observation", has("code", BODY_WEIGHT_CODES),
+        and_(of("Observation"), has("code", BODY_WEIGHT_CODES),
              has("status", frozenset({"final", "amended", "corrected"}))))
-    hidden = (G._label("_sensitive", sensitive) if sensitive else false()).label("hidden")
-    kept = and_(r.c.deleted == false(), r.c.res_type.in_(MEDICATION_CONTEXT_TYPES), current)
+    hidden = (G._label("_sensitive", sensitive, const_codes=True) if sensitive else false()).label("hidden")
+    kept = and_(r.c.deleted == false(), const_in(r.c.res_type, MEDICATION_CONTEXT_TYPES), current)
     if not linked:
         return select(r, hidden, null().label("person_id")).where(
             r.c.patient_id == bindparam("pid"), kept).order_by(r.c.rid)

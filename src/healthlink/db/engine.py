@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import ColumnElement, Connection, Engine, Table, create_engine, event, literal_column
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -296,6 +297,25 @@ def driver_fetchone(conn: Connection, sql: str, params: tuple) -> tuple | None:
 
 
 SMALL_BATCH = 8  # rows up to which bulk_insert uses a plain INSERT on PostgreSQL
+
+
+_CONST = re.compile(r"[A-Za-z0-9_.:/|-]{1,200}")
+
+
+def const(value: str):  # noqa: ANN201
+    """A string constant of the platform's own (a status code, a parameter name, a code system)
+    written into a statement's text instead of bound: a statement built once and run on every
+    order-time check then needs no parameter of its own for it, and SQLAlchemy no longer re-renders
+    an ``IN`` list's text on every execution (ADR 0016).  Only for the platform's constants: the
+    value must be plain (letters, digits, ``_ . : / | -``), never anything from a request."""
+    if not isinstance(value, str) or not _CONST.fullmatch(value):
+        raise ValueError(f"not a plain constant for a statement's text: {value!r}")
+    return literal_column(f"'{value}'")
+
+
+def const_in(column, values) -> ColumnElement:  # noqa: ANN001
+    """``column IN ('a', 'b')`` with the platform's constants written into the text (:func:`const`)."""
+    return column.in_([const(v) for v in sorted(values)])
 
 
 def bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple], *,

@@ -36,6 +36,7 @@ from sqlalchemy import bindparam, select
 
 from healthlink.access import Repository, RequestContext, Services
 from healthlink.access.directory import InstitutionDirectory
+from healthlink.db import const_in
 from healthlink.db import tables as t
 from healthlink.errors import Conflict, Forbidden, Invalid, Issue, NotFound
 from healthlink.fhir.store import Stored
@@ -743,7 +744,7 @@ _EARLIER_SQL = select(_e.c.id, _e.c.at, _e.c.kind, _e.c.check_id, _e.c.finding_i
                       _e.c.finding_kind, _e.c.severity, _e.c.disclosed, _e.c.source_ref, _e.c.knowledge,
                       _e.c.reason, _e.c.reason_text, _e.c.detail).where(
     _e.c.patient_id == bindparam("patient"), _e.c.order_ref == bindparam("order_ref"),
-    _e.c.institution_id == bindparam("institution"), _e.c.kind.in_((CHECKED, FINDING, OVERRIDDEN)))
+    _e.c.institution_id == bindparam("institution"), const_in(_e.c.kind, (CHECKED, FINDING, OVERRIDDEN)))
 
 
 def _full(row: dict) -> dict:
