@@ -103,6 +103,45 @@ def test_exhausted_connection_pool_answers_503_within_the_pool_timeout_and_store
         plat.close()
 
 
+def test_a_burst_beyond_the_pool_is_served_without_opening_a_connection_per_request(fault_db):  # noqa: ANN001
+    """400 audited reads, 40 at a time, against a server whose pool holds 3 connections: every one
+    answered 200, and the database saw no more new sessions than the pool's size and its overflow.
+    (With more request threads than pooled connections, the pool opened connections beyond its
+    size and closed them again on return, a new PostgreSQL backend per request under load;
+    request handlers now wait their turn in the process: ADR 0017.)"""
+    import httpx
+
+    srv = fault_db.server("burst.log", db_pool_size="3").start()
+    try:
+        org = fault_db.institution()
+        h = srv.token(*new_client(fault_db.platform, org))
+        r = httpx.post(f"{srv.base}/fhir/Patient", headers=h, timeout=30, json={
+            "resourceType": "Patient", "name": [{"family": "Burst"}], "gender": "female"})
+        assert r.status_code == 201, r.text
+        url = f"{srv.base}/fhir/Patient/{r.json()['id']}"
+
+        def sessions() -> int:
+            time.sleep(1.0)  # the statistics of backends that just started are flushed within a second
+            with fault_db.platform.db.read() as conn:
+                conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+                return conn.exec_driver_sql(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()").scalar()
+
+        def read(_: int) -> int:
+            with httpx.Client(timeout=60) as c:
+                return c.get(url, headers=h).status_code
+
+        from concurrent.futures import ThreadPoolExecutor
+        before = sessions()
+        with ThreadPoolExecutor(40) as pool:
+            codes = list(pool.map(read, range(400)))
+        opened = sessions() - before
+    finally:
+        srv.kill()
+    assert codes == [200] * 400
+    assert opened <= 2 * 3 + 1, f"{opened} new database sessions for 400 requests"  # pool + overflow + ours
+
+
 def test_a_database_that_never_answers_fails_the_request_within_the_connect_timeout():
     """A black hole: a port that accepts TCP connections and never says a word (a hung server,
     a half-open network path).  Without a connect timeout psycopg waits 130 s, then raised an

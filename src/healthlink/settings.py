@@ -30,7 +30,13 @@ class Settings(BaseSettings):
         description="SQLite PRAGMA synchronous in WAL mode: FULL (durable on power loss, "
         "the default) or NORMAL (durable on process crash only).",
     )
-    db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
+    db_pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size per worker (as many "
+                              "again may be opened for a moment beyond it).")
+    request_threads: int = Field(
+        0, ge=0, description="Requests a worker process serves at once (the threads that run request "
+        "handlers; more wait their turn in the process). 0: on PostgreSQL the pool size less three "
+        "connections kept for the audit writer, the ledger sequencer and other background work, so "
+        "that no connection is opened and closed per request under load; 40 on SQLite.")
     db_pool_timeout: float = Field(
         5.0, description="Seconds to wait for a pooled connection before answering 503."
     )

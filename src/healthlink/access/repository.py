@@ -8,7 +8,6 @@ returned).  Adapters call it; they never touch tables.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import parse_qsl
 
+import anyio
 import orjson
 from sqlalchemy import Connection, Table, and_, bindparam, exists, false, null, or_, select, true
 
@@ -325,8 +325,9 @@ class Repository:
                 self._failures = []
                 s = self._read_visible(res_type, res_id)
             else:
-                s = await asyncio.get_running_loop().run_in_executor(
-                    None, self._read_visible, res_type, res_id)
+                # anyio's worker threads, as for every other handler: their number is what the
+                # connection pool is sized for (settings.request_threads, ADR 0017)
+                s = await anyio.to_thread.run_sync(self._read_visible, res_type, res_id)
         except HealthLinkError:
             for rec in self._failures or ():
                 try:

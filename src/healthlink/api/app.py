@@ -6,6 +6,7 @@ import gc
 import logging
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from healthlink import __version__
@@ -41,6 +42,20 @@ def configure_logging(level: str) -> None:
     root.propagate = False
 
 
+def request_threads(settings: Settings) -> int:
+    """Requests served at once per worker (setting ``request_threads``; 0: on PostgreSQL the pool
+    size less the connections of the background threads, BACKGROUND_CONNECTIONS; anyio's default of
+    40 on SQLite, whose writers queue on one lock anyway)."""
+    if settings.request_threads:
+        return settings.request_threads
+    if settings.database_url.startswith("postgresql"):
+        return max(1, settings.db_pool_size - BACKGROUND_CONNECTIONS)
+    return 40
+
+
+BACKGROUND_CONNECTIONS = 3  # the audit writer, the ledger sequencer, one more (dashboard, imports)
+
+
 def create_app(settings: Settings, *, platform: Platform | None = None) -> FastAPI:
     """Build the app.  ``platform`` may be passed in (tests share one per database)."""
     configure_logging(settings.log_level)
@@ -53,6 +68,11 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         # process; freezing it keeps the garbage collector's full passes, which otherwise
         # walk all of it and stop every request for tens of milliseconds, to new objects.
         gc.freeze()
+        # Request handlers run in threads; each holds at most one pooled connection.  More threads
+        # than pooled connections made the pool open connections beyond its size and close them
+        # again on return, over and over under load: a new PostgreSQL backend per request, which
+        # cost more than the request (ADR 0017).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = request_threads(settings)
         yield
         if own:
             plat.close()
