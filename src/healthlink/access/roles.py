@@ -16,12 +16,14 @@ a test.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from healthlink.fhir.definitions import patient_compartment
 
 AUDIT_TYPES = frozenset({"AuditEvent"})
 
 
+@cache
 def patient_types() -> frozenset[str]:
     return frozenset(patient_compartment()) | {"Patient", "Person"}
 

@@ -45,6 +45,10 @@ def _default(obj: object) -> object:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+# one decoder for every parse (json.loads with parse_float builds a new one per call)
+_DECODER = json.JSONDecoder(parse_float=_number, parse_int=_integer)
+
+
 class TooDeep(ValueError):
     """A body nested deeper than the platform stores (:data:`MAX_DEPTH`)."""
 
@@ -71,7 +75,9 @@ def loads(data: bytes | str) -> object:
 
 def parse(data: bytes | str) -> object:
     """Parse JSON this platform wrote (stored resources), keeping decimals' text."""
-    return json.loads(data, parse_float=_number, parse_int=_integer)
+    if not isinstance(data, str):  # as json.loads does with bytes
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    return _DECODER.decode(data)
 
 
 def dumps(obj: object) -> bytes:

@@ -27,7 +27,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
 
@@ -131,9 +131,18 @@ class Finding:
         return self.concerns is not None and self.concerns.grant_needed
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        # what dataclasses.asdict gives, without its deep copy (~3% of an order-sign call): the
+        # nested dicts are copied one level, and nothing that takes this dict changes them deeper
+        d = {f.name: getattr(self, f.name) for f in _FINDING_FIELDS}
+        for k in ("source", "detail", "overridden"):
+            if d[k] is not None:
+                d[k] = dict(d[k])
+        d["concerns"] = None if self.concerns is None else dict(vars(self.concerns))
         d["grant_needed"] = self.grant_needed
         return d
+
+
+_FINDING_FIELDS = fields(Finding)
 
 
 @dataclass
