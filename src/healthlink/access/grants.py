@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import orjson
 from sqlalchemy import Connection, and_, bindparam, exists, false, or_, select, update
 
-from healthlink.db import const, const_in
+from healthlink.db import const, const_in, driver_all
 from healthlink.db import tables as t
 from healthlink.fhir import labels as L
 from healthlink.fhir import store
@@ -91,7 +91,7 @@ def active_grants(conn: Connection, holder: str, institution_id: str | None, *,
     if institution_id is None:
         return []
     now = now_us() if now is None else now
-    rows = conn.execute(_IN_FORCE, {"holder": holder, "inst": institution_id, "now": now}).all()
+    rows = driver_all(conn, _IN_FORCE, {"holder": holder, "inst": institution_id, "now": now})
     if not rows:
         return []
     linked = dict(conn.execute(_LINKED, {"ids": sorted({r.patient_id for r in rows})}).all())

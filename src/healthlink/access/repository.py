@@ -23,7 +23,7 @@ from healthlink.access import grants as G
 from healthlink.access import roles as R
 from healthlink.access.context import RequestContext
 from healthlink.access.scopes import scopes_allow
-from healthlink.db import Database, const, const_in
+from healthlink.db import Database, const, const_in, driver_all
 from healthlink.db import tables as t
 from healthlink.errors import (
     Conflict, Forbidden, HealthLinkError, Invalid, Issue, MethodNotAllowed, NotFound, PreconditionFailed,
@@ -668,11 +668,11 @@ class Repository:
             if not self._can_see(p):
                 raise self._unknown("operation", "Patient", patient_id, p)
             out.append((p, True))
-            rows = conn.execute(_medication_sql(True, self.s.sensitive), {"pid": patient_id}).all()
+            rows = driver_all(conn, _medication_sql(True, self.s.sensitive), {"pid": patient_id})
             person = rows[0].person_id if rows else conn.execute(
                 select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
             if person is None:  # not linked to a Person (yet): the Patient's own records
-                rows = conn.execute(_medication_sql(False, self.s.sensitive), {"pid": patient_id}).all()
+                rows = driver_all(conn, _medication_sql(False, self.s.sensitive), {"pid": patient_id})
             found = [store.row_to_stored(x) for x in rows]
             hidden = {x.rid for x in rows if x.hidden}
             weights = {x.rid for x in rows if x.res_type == "Observation"}

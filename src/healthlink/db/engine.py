@@ -16,6 +16,7 @@ import fcntl
 import os
 import re
 import threading
+from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -292,6 +293,41 @@ def driver_fetchone(conn: Connection, sql: str, params: tuple) -> tuple | None:
     except conn.dialect.loaded_dbapi.Error as exc:
         raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error,
                                   dialect=conn.dialect) from exc
+    finally:
+        cur.close()
+
+
+_DRIVER_SQL: dict[tuple[int, str], tuple] = {}  # (id(statement), dialect) -> (statement, sql, ...)
+
+
+def driver_all(conn: Connection, stmt, params: dict) -> list:  # noqa: ANN001
+    """All rows of ``stmt`` (a SELECT built once: at module level or cached) run on the driver's
+    own cursor inside ``conn``'s transaction, as named tuples.  Compiled once per dialect; each
+    call then costs the driver's work alone, not SQLAlchemy's statement machinery (about 150 µs
+    of CPU per statement: ADR 0007, ADR 0017).  ``params`` names the statement's bind parameters;
+    no result processing, so only for columns the drivers give as they are (text, numbers; a
+    boolean may come back as 0/1 on SQLite).  Driver errors are re-raised as SQLAlchemy's."""
+    key = (id(stmt), conn.dialect.name)
+    hit = _DRIVER_SQL.get(key)
+    if hit is None or hit[0] is not stmt:
+        c = stmt.compile(dialect=conn.dialect)
+        defaults = c.construct_params({n: None for n in params}, _check=False)
+        order = tuple(c.positiontup) if c.positional else None
+        hit = _DRIVER_SQL[key] = (stmt, c.string, defaults, order, {})
+    _, sql, defaults, order, row_types = hit
+    values = dict(defaults)
+    values.update(params)
+    args = [values[n] for n in order] if order is not None else values
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, args)
+        names = tuple(d[0] for d in cur.description)
+        row = row_types.get(names)
+        if row is None:
+            row = row_types[names] = namedtuple("Row", names)  # noqa: PYI024
+        return [row._make(r) for r in cur.fetchall()]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, args, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from exc
     finally:
         cur.close()
 

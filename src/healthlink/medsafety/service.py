@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, select
 
 from healthlink.access import Repository, RequestContext, Services
 from healthlink.access.directory import InstitutionDirectory
-from healthlink.db import const_in
+from healthlink.db import const_in, driver_all
 from healthlink.db import tables as t
 from healthlink.errors import Conflict, Forbidden, Invalid, Issue, NotFound
 from healthlink.fhir.store import Stored
@@ -603,8 +603,8 @@ class MedSafety:
         with its findings' ids by :func:`_key` and their overrides; None when there is none.  One
         statement (the draft order's events, by ``ix_medsafety_event_patient``), run in the read
         transaction of the check's medication context."""
-        rows = conn.execute(_EARLIER_SQL, {"patient": patient_id, "order_ref": order_ref,
-                                           "institution": ctx.actor.institution_id}).all()
+        rows = driver_all(conn, _EARLIER_SQL, {"patient": patient_id, "order_ref": order_ref,
+                                               "institution": ctx.actor.institution_id})
         checks = sorted((r for r in rows if r.kind == CHECKED and r.at >= at - DEDUPE_US),
                         key=lambda r: (r.at, r.id), reverse=True)
         for r in checks:
