@@ -595,17 +595,17 @@ class Repository:
         a = self.actor
         if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
             raise Forbidden("only a doctor, nurse or pharmacist checks a patient's results at order time")
-        pl = t.person_link
         out: list[tuple[Stored, bool]] = []
         with self.s.db.read() as conn:
             self._load_grants(conn)
             p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
             if not self._can_see(p):
                 raise self._unknown("operation", "Patient", patient_id, p)
-            person = conn.execute(select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
-            rows = [] if not (codes or studies) else conn.execute(
-                _candidates_sql(tuple(sorted(set(codes))), studies, person is not None, self.s.sensitive),
-                {"person": person, "pid": patient_id, "since": since_us}).all()
+            found_person = driver_all(conn, _PERSON_OF, {"pid": patient_id})
+            person = found_person[0].person_id if found_person else None
+            rows = [] if not (codes or studies) else driver_all(
+                conn, _candidates_sql(tuple(sorted(set(codes))), studies, person is not None, self.s.sensitive),
+                {"person": person, "since": since_us} if person is not None else {"pid": patient_id, "since": since_us})
             if rows:
                 found = [store.row_to_stored(x) for x in rows]
                 hidden = {x.rid for x in rows if x.hidden}
@@ -992,13 +992,17 @@ def _candidates_sql(codes: tuple[tuple[str, str], ...], studies: bool, linked: b
     wanted = exists(select(1).select_from(tok).where(tok.c.rid == r.c.rid, tok.c.param == "code", coded))
     if studies:
         wanted = or_(r.c.res_type == "ImagingStudy", wanted)
-    recent = exists(select(1).select_from(dt).where(dt.c.rid == r.c.rid, dt.c.param.in_(("date", "started")),
+    recent = exists(select(1).select_from(dt).where(dt.c.rid == r.c.rid, const_in(dt.c.param, ("date", "started")),
                                                     dt.c.high >= bindparam("since")))
-    hidden = (G._label("_sensitive", sensitive) if sensitive else false()).label("hidden")
+    hidden = (G._label("_sensitive", sensitive, const_codes=True) if sensitive else false()).label("hidden")
     whose = (r.c.patient_id.in_(select(pl.c.patient_id).where(pl.c.person_id == bindparam("person"))) if linked
              else r.c.patient_id == bindparam("pid"))
     types = ("Observation", "DiagnosticReport", "ImagingStudy") if studies else ("Observation", "DiagnosticReport")
-    return select(r, hidden).where(whose, r.c.deleted == false(), r.c.res_type.in_(types), wanted, recent)
+    return select(r, hidden).where(whose, r.c.deleted == false(), const_in(r.c.res_type, types), wanted, recent)
+
+
+# the Person of Patient :pid (run on the driver's cursor by the order-time checks)
+_PERSON_OF = select(t.person_link.c.person_id).where(t.person_link.c.patient_id == bindparam("pid"))
 
 
 @functools.lru_cache(maxsize=8)
