@@ -321,10 +321,9 @@ def driver_all(conn: Connection, stmt, params: dict) -> list:  # noqa: ANN001
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cur.execute(sql, args)
-        names = tuple(d[0] for d in cur.description)
-        row = row_types.get(names)
+        row = row_types.get("row")  # the statement's columns do not change: described once
         if row is None:
-            row = row_types[names] = namedtuple("Row", names)  # noqa: PYI024
+            row = row_types["row"] = namedtuple("Row", [d[0] for d in cur.description])  # noqa: PYI024
         return [row._make(r) for r in cur.fetchall()]
     except conn.dialect.loaded_dbapi.Error as exc:
         raise DBAPIError.instance(sql, args, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from exc

@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import orjson
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select
 from sqlalchemy import update as sql_update  # store.update below is the FHIR interaction
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -52,6 +53,12 @@ class Stored:
 
     def json(self) -> dict:
         return fhirjson.parse(self.content) if self.content else {}  # type: ignore[return-value]
+
+    def plain(self) -> dict:
+        """The resource for the platform's own reading (a check judging it), not for serving:
+        decimals as ordinary floats, without their text; about three times faster than
+        :meth:`json`."""
+        return orjson.loads(self.content) if self.content else {}
 
 
 _CURRENT_COLS = (t.resource.c.rid, t.resource.c.res_type, t.resource.c.res_id, t.resource.c.version_id,

@@ -365,9 +365,9 @@ class MedSafety:
         records: list[_Record] = []
         for s, shown in ctxs:
             if s.res_type == "Patient":
-                patient_body = s.json()
+                patient_body = s.plain()
                 continue
-            body = s.json()
+            body = s.plain()
             if s.res_type == "Observation":
                 w = _weight_kg(body)
                 day = _day(body)
