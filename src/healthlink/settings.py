@@ -42,9 +42,9 @@ class Settings(BaseSettings):
     )
     # issue 9 (faults): the pool against a database that goes away (docs/faults.md)
     db_pool_pre_ping: bool = Field(
-        True, description="Test each pooled PostgreSQL connection with a round trip when it is taken "
-        "from the pool. Off saves that round trip per request; a restart of PostgreSQL then costs "
-        "one 503 per worker before the pool is renewed.")
+        True, description="Test a pooled PostgreSQL connection that sat unused for a second or more "
+        "with a round trip before it is handed out. Off saves that round trip; a restart of PostgreSQL "
+        "then costs one 503 per worker before the pool is renewed.")
     db_connect_timeout: int = Field(
         2, ge=2, le=60, description="Seconds a new PostgreSQL connection may take before the request "
         "is answered 503 (libpq connect_timeout).")
