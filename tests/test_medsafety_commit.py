@@ -105,7 +105,15 @@ def test_a_patient_not_linked_to_a_person_is_checked_against_its_own_records(cli
     assert sorted(e.kind for e in events(platform, p.res_id)) == ["checked", "finding"]
 
 
-def test_finding_ids_are_distinct_random_uuids() -> None:
+def test_finding_ids_are_distinct_time_ordered_uuids() -> None:
+    import time
+    import uuid
+
+    before = time.time_ns() // 1_000_000
     ids = [new_id() for _ in range(1000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == 1000
-    assert all(len(i) == 32 and i[12] == "4" and i[16] in "89ab" for i in ids)
+    assert all(len(i) == 32 and i[12] == "7" and i[16] in "89ab" for i in ids)  # RFC 9562 version 7
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    stamps = [int(i[:12], 16) for i in ids]  # the first 48 bits: Unix milliseconds
+    assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= after

@@ -325,6 +325,29 @@ def driver_fetchone(conn: Connection, sql: str, params: tuple) -> tuple | None:
         cur.close()
 
 
+_random = threading.local()
+
+
+def event_id() -> str:
+    """A new id for an event row (recognition, medication-safety, bedside and pre-review events):
+    a time-ordered UUID (version 7, RFC 9562: 48 bits of Unix milliseconds, then 74 random bits)
+    as 32 hex digits.  Time-ordered, so the event tables' primary-key and id indexes grow at their
+    end instead of taking inserts on random pages all over a large index (with random ids the
+    order-sign benchmark slowed run after run as its event table outgrew the buffer cache, ADR
+    0017).  The random bytes are taken from the operating system 64 ids at a time (one
+    ``getrandom`` call instead of one per id: system calls are dear on the project's virtual
+    machines, ADR 0016), per thread and per process, so a forked worker never repeats its parent's."""
+    pid = os.getpid()
+    buf = getattr(_random, "buf", b"")
+    if not buf or getattr(_random, "pid", None) != pid:
+        buf, _random.pid = os.urandom(10 * 64), pid
+    _random.buf = buf[10:]
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(buf[:10], "big")  # 80 bits: 12 for rand_a, 62 for rand_b, 6 unused
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | rand & (2**62 - 1)
+    return f"{value:032x}"
+
+
 _DRIVER_SQL: dict[tuple[int, str], tuple] = {}  # (id(statement), dialect) -> (statement, sql, ...)
 
 
@@ -369,7 +392,7 @@ def const(value: str):  # noqa: ANN201
     """A string constant of the platform's own (a status code, a parameter name, a code system)
     written into a statement's text instead of bound: a statement built once and run on every
     order-time check then needs no parameter of its own for it, and SQLAlchemy no longer re-renders
-    an ``IN`` list's text on every execution (ADR 0016).  Only for the platform's constants: the
+    an ``IN`` list's text on every execution (ADR 0017).  Only for the platform's constants: the
     value must be plain (letters, digits, ``_ . : / | -``), never anything from a request."""
     if not isinstance(value, str) or not _CONST.fullmatch(value):
         raise ValueError(f"not a plain constant for a statement's text: {value!r}")

@@ -6,12 +6,12 @@ an order's dose and its scheduled time).  No database, no access: :mod:`.bedside
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from healthlink.db import event_id
 from healthlink.errors import HealthLinkError
 from healthlink.medsafety import barcodes as B
 from healthlink.medsafety.packs import MASS_UNITS
@@ -45,8 +45,7 @@ CROSSMATCH_HOURS = 72  # a crossmatch sample's usual validity (AABB: within 3 da
 _ENCOUNTER_OPEN = frozenset({"planned", "arrived", "triaged", "in-progress", "onleave"})
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex
+new_id = event_id  # event ids (time-ordered: healthlink.db.event_id)
 
 
 @dataclass

@@ -19,7 +19,6 @@ pending or returned order): ``None`` (never submitted), ``pending``, ``passed``,
 from __future__ import annotations
 
 import statistics as stats
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from typing import Any
@@ -31,6 +30,7 @@ from sqlalchemy import desc, select, update
 from healthlink.access import Repository, RequestContext, Services
 from healthlink.access import roles as R
 from healthlink.access.directory import InstitutionDirectory
+from healthlink.db import event_id
 from healthlink.db import tables as t
 from healthlink.errors import (
     Conflict,
@@ -68,8 +68,7 @@ PRESCRIBERS = frozenset({"doctor"})
 MAX_LINES = 20
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex
+new_id = event_id  # event ids (time-ordered: healthlink.db.event_id)
 
 
 class PreReview:

@@ -23,9 +23,6 @@ with the audit record of the check's read in the audit writer's group commit
 
 from __future__ import annotations
 
-import os
-import threading
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
@@ -36,7 +33,7 @@ from sqlalchemy import bindparam, select
 
 from healthlink.access import Repository, RequestContext, Services
 from healthlink.access.directory import InstitutionDirectory
-from healthlink.db import const_in, driver_all
+from healthlink.db import const_in, driver_all, event_id
 from healthlink.db import tables as t
 from healthlink.errors import Conflict, Forbidden, Invalid, Issue, NotFound
 from healthlink.fhir.store import Stored
@@ -71,20 +68,7 @@ SEVERITY_ZH = {"contraindicated": "禁忌", "major": "严重", "moderate": "中�
 _WEIGHT_STATUS = frozenset({"final", "amended", "corrected"})
 
 
-_random = threading.local()
-
-
-def new_id() -> str:
-    """A random UUID (version 4) as 32 hex digits.  The random bytes are taken from the operating
-    system 64 ids at a time (one ``getrandom`` system call instead of one per id: a check makes
-    several, and system calls are dear on the project's virtual machines, ADR 0016); per thread and
-    per process, so a forked worker never repeats its parent's."""
-    pid = os.getpid()
-    buf = getattr(_random, "buf", b"")
-    if not buf or getattr(_random, "pid", None) != pid:
-        buf, _random.pid = os.urandom(16 * 64), pid
-    _random.buf = buf[16:]
-    return uuid.UUID(bytes=buf[:16], version=4).hex
+new_id = event_id  # finding, check and event ids (time-ordered: healthlink.db.event_id)
 
 
 @dataclass

@@ -18,7 +18,6 @@ is the ordering member of staff at the ordering institution:
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -30,6 +29,7 @@ from sqlalchemy import Connection, select, update
 
 from healthlink.access import Repository, RequestContext, Services
 from healthlink.access.directory import Institution, InstitutionDirectory
+from healthlink.db import event_id
 from healthlink.db import tables as t
 from healthlink.errors import Conflict, Forbidden, Invalid, Issue, NotFound
 from healthlink.recognition.catalogue import Catalogue, Item
@@ -140,8 +140,7 @@ class CheckResult:
         return [h for ln in self.lines for h in ln.hits]
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex
+new_id = event_id  # event ids (time-ordered: healthlink.db.event_id)
 
 
 def now_us() -> int:
