@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
 from healthlink.db import Database, bulk_insert
@@ -176,53 +178,48 @@ def _b64(s: str) -> str:
 
 _EVENT_COLS = tuple(t.audit_event.c.keys())  # AuditRecord.rows() gives each of them
 _ENTITY_COLS = tuple(t.audit_entity.c.keys())
-# Named placeholders per driver: sqlite3 takes :name, psycopg takes %(name)s.
-_PLACEHOLDER = {"sqlite": ":{}", "postgresql": "%({})s"}
-_NEXT_SEQS = {
-    # SQLite: every write transaction here began with BEGIN IMMEDIATE (db/engine.py), so
-    # this one holds the database's only write lock and the numbers are its own (what
-    # SQLite itself does for an INTEGER PRIMARY KEY: max(rowid) + 1).
-    "sqlite": "SELECT max(seq) FROM audit_event",
-    "postgresql": "SELECT nextval(pg_get_serial_sequence('audit_event', 'seq')) "
-                  "FROM generate_series(1, %(n)s)",
-}
+# SQLite: every write transaction here began with BEGIN IMMEDIATE (db/engine.py), so this one
+# holds the database's only write lock and the numbers are its own (what SQLite itself does for
+# an INTEGER PRIMARY KEY: max(rowid) + 1).  PostgreSQL: :func:`_pg_batch_sql`.
+_SQLITE_NEXT_SEQ = "SELECT max(seq) FROM audit_event"
 
 
-def _insert_sql(dialect: str, table: str, cols: tuple[str, ...]) -> str:
-    ph = _PLACEHOLDER[dialect]
-    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(ph.format(c) for c in cols)})"
+def _sqlite_insert(table: str, cols: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})"
 
 
-_SQL = {d: (_NEXT_SEQS[d], _insert_sql(d, t.audit_event.name, _EVENT_COLS),
-            _insert_sql(d, t.audit_entity.name, _ENTITY_COLS)) for d in _PLACEHOLDER}
+_SQLITE_EVENT = _sqlite_insert(t.audit_event.name, _EVENT_COLS)
+_SQLITE_ENTITY = _sqlite_insert(t.audit_entity.name, _ENTITY_COLS)
 
 
 def insert_records(conn: Connection, records: list[AuditRecord]) -> None:
-    """Insert records and their entity rows: three statements for the whole batch.
+    """Insert records, their entity rows and their :attr:`AuditRecord.with_rows`.
 
-    This is the platform's hottest write (one row per read, group-committed), so it runs
-    on the driver's cursor: taking the sequence numbers first turns it into two plain
-    ``executemany`` calls, which cost a third of what SQLAlchemy's statement machinery
-    (and its ``INSERT ... RETURNING`` of many rows in parameter order) costs per batch.
+    This is the platform's hottest write (one row per read, group-committed), so it runs on
+    the driver's cursor.  On PostgreSQL the whole batch is **one statement** (ADR 0018): each
+    statement costs about as much client CPU as another (~90 µs here, most of it the round
+    trip), whatever it carries, so the records, their entities and the rows riding with them
+    go as one JSON parameter per table into data-modifying CTEs; under :meth:`Database.write_one`
+    (autocommit) it is also its own transaction, without BEGIN and COMMIT.  On SQLite (no round
+    trips) the sequence numbers are taken first and the rows go in with ``executemany``.
     Driver errors are re-raised as SQLAlchemy's, as if the statements had gone through it.
     """
     if not records:
         return
     dialect = conn.dialect.name
-    if dialect not in _SQL:
+    if dialect == "postgresql":
+        _insert_pg(conn, records)
+        return
+    if dialect != "sqlite":
         raise NotImplementedError(f"audit records on {dialect}")
-    seq_sql, event_sql, entity_sql = _SQL[dialect]
+    seq_sql, event_sql, entity_sql = _SQLITE_NEXT_SEQ, _SQLITE_EVENT, _SQLITE_ENTITY
     pairs = [r.rows() for r in records]
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     dbapi_error = conn.dialect.loaded_dbapi.Error
     sql = seq_sql
     try:
-        if dialect == "postgresql":
-            cur.execute(seq_sql, {"n": len(pairs)})
-            seqs = sorted(row[0] for row in cur.fetchall())
-        else:
-            top = cur.execute(seq_sql).fetchone()[0] or 0
-            seqs = list(range(top + 1, top + 1 + len(pairs)))
+        top = cur.execute(seq_sql).fetchone()[0] or 0
+        seqs = list(range(top + 1, top + 1 + len(pairs)))
         events = []
         ents = []
         for seq, (row, es) in zip(seqs, pairs):
@@ -231,18 +228,11 @@ def insert_records(conn: Connection, records: list[AuditRecord]) -> None:
             for e in es:
                 e["seq"] = seq
                 ents.append(e)
-        if dialect == "postgresql":
-            # COPY (or one multi-row INSERT): psycopg's executemany costs ~50 µs of client CPU
-            # per row, COPY ~2 µs after a set-up of ~150 µs (ADR 0017)
-            cur.close()
-            bulk_insert(conn, t.audit_event, _EVENT_COLS, [tuple(e[c] for c in _EVENT_COLS) for e in events])
-            bulk_insert(conn, t.audit_entity, _ENTITY_COLS, [tuple(e[c] for c in _ENTITY_COLS) for e in ents])
-        else:
-            sql = event_sql
-            cur.executemany(event_sql, events)
-            if ents:
-                sql = entity_sql
-                cur.executemany(entity_sql, ents)
+        sql = event_sql
+        cur.executemany(event_sql, events)
+        if ents:
+            sql = entity_sql
+            cur.executemany(entity_sql, ents)
     except dbapi_error as exc:
         raise DBAPIError.instance(sql, None, exc, dbapi_error, dialect=conn.dialect) from exc
     finally:
@@ -252,14 +242,74 @@ def insert_records(conn: Connection, records: list[AuditRecord]) -> None:
 
 def _insert_with_rows(conn: Connection, records: list[AuditRecord]) -> None:
     """The records' :attr:`AuditRecord.with_rows`, one insert per table for the whole batch."""
+    for table, rows in _with_rows(records).items():
+        cols = tuple(rows[0])
+        bulk_insert(conn, table, cols, [tuple(row[c] for c in cols) for row in rows])
+
+
+def _with_rows(records: list[AuditRecord]) -> dict[Table, list[dict]]:
     tables: dict[Table, list[dict]] = {}
     for r in records:
         for table, rows in r.with_rows:
-            tables.setdefault(table, []).extend(rows)
-    for table, rows in tables.items():
-        if rows:
-            cols = tuple(rows[0])
-            bulk_insert(conn, table, cols, [tuple(row[c] for c in cols) for row in rows])
+            if rows:
+                tables.setdefault(table, []).extend(rows)
+    return tables
+
+
+def _recordset(table: Table, cols: tuple[str, ...], param: str, *, more: str = "") -> str:
+    """``jsonb_to_recordset`` of the JSON array parameter ``param`` as rows of ``table``'s
+    ``cols`` (the columns' own types), and ``more`` column definitions."""
+    types = ", ".join(f"{c} {table.c[c].type.compile(dialect=_PG)}" for c in cols)
+    return f"jsonb_to_recordset(%({param})s::jsonb) AS x({types}{', ' + more if more else ''})"
+
+
+_PG = postgresql.dialect()
+_EVENT_DATA = tuple(c for c in _EVENT_COLS if c != "seq")
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_batch_sql(extra: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+    """The one statement of a batch on PostgreSQL: the events in the batch's order (``n``)
+    take their sequence numbers from the column's default, in that order (PostgreSQL evaluates
+    a volatile target list after ORDER BY); the entities join them by event id; then one insert
+    per table of the rows riding with the records.  It answers the numbers taken."""
+    ev_cols = ", ".join(_EVENT_DATA)
+    ctes = [f"ev AS (INSERT INTO {t.audit_event.name} ({ev_cols}) "
+            f"SELECT {ev_cols} FROM {_recordset(t.audit_event, _EVENT_DATA, 'ev', more='n integer')} "
+            f"ORDER BY x.n RETURNING seq, event_id)",
+            f"en AS (INSERT INTO {t.audit_entity.name} (seq, kind, ref) SELECT ev.seq, x.kind, x.ref "
+            f"FROM jsonb_to_recordset(%(en)s::jsonb) AS x(event_id varchar, kind varchar, ref varchar) "
+            f"JOIN ev ON ev.event_id = x.event_id)"]
+    for k, (table, cols) in enumerate(extra):
+        names = ", ".join(cols)
+        ctes.append(f"w{k} AS (INSERT INTO {table.name} ({names}) "
+                    f"SELECT {names} FROM {_recordset(table, cols, f'w{k}')})")
+    return "WITH " + ",\n".join(ctes) + "\nSELECT seq FROM ev"
+
+
+def _insert_pg(conn: Connection, records: list[AuditRecord]) -> None:
+    events, ents = [], []
+    for n, r in enumerate(records):
+        row, es = r.rows()
+        row["n"] = n
+        events.append(row)
+        eid = row["event_id"]
+        ents += [{"event_id": eid, **e} for e in es]
+    params: dict[str, str] = {"ev": orjson.dumps(events).decode(), "en": orjson.dumps(ents).decode()}
+    extra = []
+    for k, (table, rows) in enumerate(_with_rows(records).items()):
+        cols = tuple(rows[0])
+        extra.append((table, cols))
+        # a column's name may be SQLAlchemy's quoted_name, a str that orjson takes only so
+        params[f"w{k}"] = orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS).decode()
+    sql = _pg_batch_sql(tuple(extra))
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute(sql, params)
+            cur.fetchall()
+    except dbapi_error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi_error, dialect=conn.dialect) from exc
 
 
 # A record, the future its requester waits on, and that requester's event loop (None for
@@ -291,7 +341,7 @@ def _expire(fut: asyncio.Future) -> None:
 class AuditWriter:
     """Group-commit writer: one thread, one commit for many requests' records."""
 
-    def __init__(self, db: Database, *, batch_max: int = 512, wait_ms: float = 2.0) -> None:
+    def __init__(self, db: Database, *, batch_max: int = 512, wait_ms: float = 0.5) -> None:
         self.db = db
         self.batch_max = batch_max
         self.wait = wait_ms / 1000.0
@@ -299,6 +349,9 @@ class AuditWriter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.fail_next: Exception | None = None  # fault injection for tests of rollback
+        #: batches committed (each one commit, one statement on PostgreSQL) and records in them
+        self.batches = 0
+        self.batched_records = 0
 
     def write_in(self, conn: Connection, record: AuditRecord) -> None:
         """Write the record inside the caller's transaction (for writes).
@@ -376,10 +429,13 @@ class AuditWriter:
                 if self.fail_next is not None:
                     exc, self.fail_next = self.fail_next, None
                     raise exc
-                with self.db.write() as conn:
+                with self.db.write_one() as conn:  # one statement on PostgreSQL (ADR 0018)
                     insert_records(conn, [r for r, _, _ in batch])
             except Exception as exc:  # noqa: BLE001
                 error = exc
+            else:
+                self.batches += 1
+                self.batched_records += len(batch)
             waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
             for _, fut, loop in batch:
                 if loop is not None:
