@@ -221,6 +221,34 @@ def test_select_then_sign_keeps_the_finding_ids_and_counts_nothing_twice(client,
     assert c4["indicator"] == "critical" and c4["uuid"] not in first
 
 
+def test_a_card_leaves_only_once_its_audit_record_and_events_are_durable(client, platform, staff, his_client) -> None:
+    """Nothing of a check is answered before its audit record is written, with the check's events
+    in the same commit (ADR 0016, 0018): a failed write answers 503 with nothing of the check in it
+    and no event recorded."""
+    w, _login, prac, his = world(platform, staff, his_client)
+    w.med(w.a, rx("clarithromycin"))  # own record: a critical card with the drug named
+    body = hook("order-sign", w, prac, [med_draft("simvastatin")])
+    platform.audit.fail_next = RuntimeError("injected audit failure: disk full")
+    try:
+        r = client.post(SIGN, json=body, headers=his.headers)
+    finally:
+        platform.audit.fail_next = None
+    problem = _problem(r, 503)
+    assert r.headers["retry-after"] and "audit" in problem["detail"]
+    assert "clarithromycin" not in r.text.lower() and "cards" not in r.text
+    assert events(platform, w) == []
+    batches = platform.audit.batches
+    r = client.post(SIGN, json=body, headers=his.headers)
+    assert r.status_code == 200, r.text
+    (card,) = r.json()["cards"]
+    assert card["indicator"] == "critical"
+    # in the database the moment the answer is here: the check, its finding under the card's
+    # uuid, in a batch the writer committed
+    assert sorted(e.kind for e in events(platform, w)) == ["checked", "finding"]
+    assert [e.id for e in events(platform, w, kind="finding")] == [card["uuid"]]
+    assert platform.audit.batches > batches
+
+
 def test_calls_that_are_not_allowed_or_malformed_get_a_clear_4xx(client, platform, staff, his_client) -> None:
     w, _login, prac, his = world(platform, staff, his_client)
     body = hook("order-select", w, prac, [med_draft("simvastatin")])

@@ -561,7 +561,7 @@ class Repository:
                                 also: Callable[[Connection], object] | None = None) -> Iterator[CheckScope]:
         """:meth:`result_candidates` for a check that records what it found: as
         :meth:`medication_context_scope` (the caller's rows committed with the audit record when the
-        block ends; ``also(conn)`` run in the same read transaction; ADR 0016)."""
+        block ends; ``also(conn)`` run on the same connection; ADR 0016)."""
         found = self._candidate_rows(patient_id, codes=codes, since_us=since_us, studies=studies, also=also)
         with self._check_scope(patient_id, "$recognition-check", *found) as scope:
             yield scope
@@ -590,13 +590,15 @@ class Repository:
     def _candidate_rows(self, patient_id: str, *, codes: list[tuple[str, str]], since_us: int, studies: bool,
                         also: Callable[[Connection], object] | None
                         ) -> tuple[str | None, list[tuple[Stored, bool]], object]:
-        """The reads of :meth:`result_candidates`, in one read transaction, and the caller's ``also(conn)``."""
+        """The reads of :meth:`result_candidates` and the caller's ``also(conn)``, on one connection
+        without a transaction of their own on PostgreSQL (``read_one``: each statement its own
+        snapshot, as in a READ COMMITTED transaction, without the BEGIN and COMMIT; ADR 0018)."""
         self._require("Patient", "read", audit=True)
         a = self.actor
         if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
             raise Forbidden("only a doctor, nurse or pharmacist checks a patient's results at order time")
         out: list[tuple[Stored, bool]] = []
-        with self.s.db.read() as conn:
+        with self.s.db.read_one() as conn:
             self._load_grants(conn)
             p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
             if not self._can_see(p):
@@ -653,16 +655,16 @@ class Repository:
 
     def _medication_rows(self, patient_id: str, also: Callable[[Connection], object] | None = None
                          ) -> tuple[str | None, list[tuple[Stored, bool]], object]:
-        """The reads of :meth:`medication_context`, in one read transaction: the grants, the Patient,
-        the Person's current records in one statement (:func:`_medication_sql`), and the caller's
-        ``also(conn)``."""
+        """The reads of :meth:`medication_context`: the grants, the Patient, the Person's current
+        records in one statement (:func:`_medication_sql`), and the caller's ``also(conn)``; on one
+        connection, as :meth:`_candidate_rows` (``read_one``, ADR 0018)."""
         self._require("Patient", "read", audit=True)
         a = self.actor
         if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
             raise Forbidden("only a doctor, nurse or pharmacist checks a patient's medication at order time")
         pl = t.person_link
         out: list[tuple[Stored, bool]] = []
-        with self.s.db.read() as conn:
+        with self.s.db.read_one() as conn:
             self._load_grants(conn)
             p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
             if not self._can_see(p):

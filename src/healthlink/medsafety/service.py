@@ -329,7 +329,7 @@ class MedSafety:
             return self._judge(ctx, patient_id, draft, draft_ref, ingredients, person, ctxs, kb)
         # the events ride on the group commit of the read's audit record (ADR 0016): one commit
         # for both, awaited before the result is returned, instead of a write transaction per
-        # check; the draft order's earlier events are read in the context's read transaction
+        # check; the draft order's earlier events are read on the context's connection
         at = self._now_us()
         earlier = (lambda conn: self._earlier(conn, ctx, patient_id, draft_ref, list(ingredients), encounter_id,
                                               at)) if draft_ref else None

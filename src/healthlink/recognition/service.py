@@ -261,7 +261,7 @@ class Recognition:
             return self._lines(ctx, patient_id, person, cands, lines, today)
         # the events ride on the group commit of the read's audit record (ADR 0016): one commit for
         # both, awaited before the result is returned, instead of a write transaction per check; the
-        # draft orders' earlier checks are read in the candidates' read transaction
+        # draft orders' earlier checks are read on the candidates' connection
         at = self._now_us()
         refs = [ln.order.order_ref for ln in lines if ln.item is not None and ln.order.order_ref]
         earlier = (lambda conn: self._earlier(conn, ctx, patient_id, refs, at)) if refs else None
