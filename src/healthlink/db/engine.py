@@ -250,17 +250,8 @@ class Database:
         ``synchronous_commit`` as configured), without the BEGIN and COMMIT round trips, each
         of which costs as much client CPU as the statement (ADR 0018).  On SQLite it is
         :meth:`write`.  A second statement in the block would commit on its own: don't."""
-        if self.is_sqlite:
-            with self.write() as conn:
-                yield conn
-            return
-        with self._outage():
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            with self._outage():
-                yield conn
-        finally:
-            conn.close()
+        with self.write() if self.is_sqlite else self._autocommit() as conn:
+            yield conn
 
     @contextmanager
     def read_one(self) -> Iterator[Connection]:
@@ -272,10 +263,12 @@ class Database:
         transaction gives each statement a snapshot of its own anyway, so for plain reads the
         answers are the same as in :meth:`read` (not for a server-side cursor, which needs a
         transaction: use :meth:`read`).  On SQLite it is :meth:`read`, one snapshot."""
-        if self.is_sqlite:
-            with self.read() as conn:
-                yield conn
-            return
+        with self.read() if self.is_sqlite else self._autocommit() as conn:
+            yield conn
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A pooled PostgreSQL connection in autocommit (:meth:`read_one`, :meth:`write_one`)."""
         with self._outage():
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
