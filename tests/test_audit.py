@@ -385,3 +385,28 @@ def test_login_password_is_never_in_the_audit_log(client, staff, auditor, platfo
     client.post("/api/auth/login", json={"username": doc.username, "password": "wrong-" + PASSWORD})
     evs = events(client, auditor, ("agent", practitioner(client, doc)))
     assert PASSWORD not in str(evs)
+
+
+def test_a_batch_takes_its_sequence_numbers_in_its_order_with_its_entities(platform):
+    """One batch of the group commit (one statement on PostgreSQL, ADR 0018): each record gets the
+    next sequence number in the batch's order, and its entity rows carry that number."""
+    from sqlalchemy import select
+
+    from healthlink.db import tables as t
+    from healthlink.ledger.audit import Agent, AuditRecord, insert_records
+
+    tag = uuid.uuid4().hex[:8]
+    recs = [AuditRecord("read", Agent("Practitioner/x", f"user-{tag}", "inst-x"), patients={f"{tag}-{i}"},
+                        entities=[f"Observation/{tag}-{i}"]) for i in range(5)]
+    with platform.db.write_one() as conn:
+        insert_records(conn, recs)
+    ev, en = t.audit_event, t.audit_entity
+    with platform.db.read() as conn:
+        rows = conn.execute(select(ev.c.seq, ev.c.event_id).where(ev.c.username == f"user-{tag}")
+                            .order_by(ev.c.seq)).all()
+        ents = conn.execute(select(en.c.seq, en.c.kind, en.c.ref).where(en.c.seq.in_([r.seq for r in rows]))).all()
+    # in sequence order the records come as they were in the batch
+    assert [r.event_id for r in rows] == [r.event_id for r in recs]
+    want = {(r.seq, k, ref) for i, r in enumerate(rows)
+            for k, ref in (("P", f"Patient/{tag}-{i}"), ("E", f"Observation/{tag}-{i}"))}
+    assert {(e.seq, e.kind, e.ref) for e in ents} == want

@@ -269,10 +269,10 @@ _EVENT_DATA = tuple(c for c in _EVENT_COLS if c != "seq")
 
 @functools.lru_cache(maxsize=64)
 def _pg_batch_sql(extra: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
-    """The one statement of a batch on PostgreSQL: the events in the batch's order (``n``)
-    take their sequence numbers from the column's default, in that order (PostgreSQL evaluates
-    a volatile target list after ORDER BY); the entities join them by event id; then one insert
-    per table of the rows riding with the records.  It answers the numbers taken."""
+    """The one statement of a batch on PostgreSQL: the events, sorted into the batch's order
+    (``n``), take their sequence numbers from the column's default as the insert receives them,
+    so in that order; the entities join them by event id; then one insert per table of the rows
+    riding with the records.  It answers the numbers taken."""
     ev_cols = ", ".join(_EVENT_DATA)
     ctes = [f"ev AS (INSERT INTO {t.audit_event.name} ({ev_cols}) "
             f"SELECT {ev_cols} FROM {_recordset(t.audit_event, _EVENT_DATA, 'ev', more='n integer')} "
