@@ -8,6 +8,7 @@ Tamper tests run on a database of their own (``fresh_db``): they break it on pur
 from __future__ import annotations
 
 import base64
+import os
 
 import pytest
 from sqlalchemy import select, text
@@ -334,3 +335,32 @@ def test_a_process_with_another_key_does_not_sign_the_log(region, tmp_path, monk
     assert isinstance(stranger, Ledger)
     assert plat.ledger.checkpoint()[0] == plat.ledger.head().size  # the log's own key still signs
     assert verify(plat.db, open_note=ledger_setup.note_opener(settings)).ok
+
+
+# The plan cache is PostgreSQL's: this test is collected in the PostgreSQL pass of the suite.
+if os.environ.get("HEALTHLINK_TEST_DB", "sqlite") == "postgresql":
+    def test_the_sequencer_plans_its_high_water_mark_reads_for_the_mark_of_each_pass(fresh_db, monkeypatch):  # noqa: ANN001
+        """The sequencer reads what lies above its high-water marks.  A generic plan, which the
+        driver's prepared statements get after a few passes, cannot know how narrow that range is:
+        it estimates a third of the table and scans accordingly.  Every pass is planned for its own
+        mark instead; and records added between passes still become leaves."""
+        monkeypatch.setenv("HEALTHLINK_LEDGER_SEQUENCER", "false")
+        monkeypatch.setenv("HEALTHLINK_DB_POOL_SIZE", "1")  # the sequencer's connection is the one inspected
+        plat = Platform.start(Settings())
+        try:
+            upgrade(plat.db)
+            repo = plat.repository(RequestContext(actor=doctor("org-a")))
+            pid = repo.create({"resourceType": "Patient", "name": [{"family": "Plan"}]}, res_type="Patient").stored.res_id
+            for i in range(14):  # past the driver's prepare threshold and the server's five custom plans
+                repo.create(observation(pid, 5.0 + i), res_type="Observation")
+                assert plat.ledger.integrate() >= 2  # the create's audit record and its result version
+            with plat.db.read() as conn:
+                plans = conn.execute(text(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+                    "WHERE statement LIKE '%FROM resource_version%' OR statement LIKE '%FROM audit_event%'")).all()
+            assert {p.statement.split("FROM ")[1].split()[0] for p in plans} >= {"resource_version", "audit_event"}
+            assert all(p.generic_plans == 0 and p.custom_plans > 0 for p in plans), plans
+            audits, leaves = counts(plat)
+            assert leaves >= audits > 14
+        finally:
+            plat.close()
