@@ -301,12 +301,12 @@ def override_reasons() -> list[dict[str, str]]:
             for code, (zh, en) in DECLINE_REASONS.items()]
 
 
+_MD_CELL = str.maketrans({"\r": " ", "\n": " ", **{ch: "\\" + ch for ch in "\\|*_`[]<>#"}})
+
+
 def _md(text: object) -> str:
     """A value inside a markdown table cell: no pipes, no line breaks, no markup."""
-    s = str(text).replace("\r", " ").replace("\n", " ")
-    for ch in "\\|*_`[]<>#":
-        s = s.replace(ch, "\\" + ch)
-    return s
+    return str(text).translate(_MD_CELL)
 
 
 def _fit(*candidates: str) -> str:
