@@ -240,6 +240,27 @@ def test_only_clinical_staff_of_the_patients_institution_check(platform, w: MWor
     assert w.check(draft(rx("simvastatin")), who=actor("pharmacist", w.a)).findings == []
 
 
+def test_an_unknown_or_deleted_patient_is_answered_as_a_read_would_be_and_audited(platform, w: MWorld) -> None:
+    """The Patient comes with the records in one statement; an id that is not a current Patient
+    still gets a read's answer: 404 for an unknown one, 410 for a deleted one, each audited."""
+    from healthlink.errors import Gone
+
+    with pytest.raises(NotFound):
+        w.platform.medsafety.check(ctx(w.doctor), "no-such-patient", draft(rx("simvastatin")))
+    repo = platform.repository(ctx(w.doctor))
+    gone = repo.create({"resourceType": "Patient", "name": [{"family": "Gone"}]}, res_type="Patient").stored.res_id
+    repo.delete("Patient", gone, if_match=None)
+    with pytest.raises(Gone):
+        w.platform.medsafety.check(ctx(w.doctor), gone, draft(rx("simvastatin")))
+    ae = t.audit_event
+    with platform.db.read() as conn:
+        failed = [c for (c,) in conn.execute(select(ae.c.content).where(
+            ae.c.username == w.doctor.subject, ae.c.outcome != "0"))]
+    assert any("Patient/no-such-patient" in c for c in failed)
+    assert any(f"Patient/{gone}" in c for c in failed)
+    assert w.check(draft(rx("simvastatin"))).patient_id == w.patient  # the patient of the world still checks
+
+
 # ---------------------------------------------------------------- events and overrides
 def test_findings_are_events_and_an_interrupting_one_needs_a_reason_to_override(platform, w: MWorld) -> None:
     w.grant()

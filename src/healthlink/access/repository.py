@@ -17,7 +17,20 @@ from urllib.parse import parse_qsl
 
 import anyio
 import orjson
-from sqlalchemy import Connection, Table, and_, bindparam, exists, false, null, or_, select, true
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    false,
+    literal_column,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+)
 
 from healthlink.access import grants as G
 from healthlink.access import roles as R
@@ -655,9 +668,9 @@ class Repository:
 
     def _medication_rows(self, patient_id: str, also: Callable[[Connection], object] | None = None
                          ) -> tuple[str | None, list[tuple[Stored, bool]], object]:
-        """The reads of :meth:`medication_context`: the grants, the Patient, the Person's current
-        records in one statement (:func:`_medication_sql`), and the caller's ``also(conn)``; on one
-        connection, as :meth:`_candidate_rows` (``read_one``, ADR 0018)."""
+        """The reads of :meth:`medication_context`: the grants, then the Patient and the Person's
+        current records in one statement (:func:`_medication_sql`), and the caller's
+        ``also(conn)``; on one connection, as :meth:`_candidate_rows` (``read_one``, ADR 0018)."""
         self._require("Patient", "read", audit=True)
         a = self.actor
         if a.kind != "user" or not (a.roles & G.GRANT_ROLES) or a.institution_id is None:
@@ -666,15 +679,22 @@ class Repository:
         out: list[tuple[Stored, bool]] = []
         with self.s.db.read_one() as conn:
             self._load_grants(conn)
-            p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
+            rows = driver_all(conn, _medication_sql(True, self.s.sensitive), {"pid": patient_id})
+            # the statement's first row is the Patient itself (part 0), when it exists: the read
+            # _load_visible would make.  Anything but a current Patient the actor sees goes the
+            # long way, for its own answer (404 or 410, audited) or a grant's view of it.
+            p = store.row_to_stored(rows[0]) if rows and rows[0].part == 0 else None
+            rows = [x for x in rows if x.part == 1]
+            if p is None or p.deleted or not self._can_see(p):
+                p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
             if not self._can_see(p):
                 raise self._unknown("operation", "Patient", patient_id, p)
             out.append((p, True))
-            rows = driver_all(conn, _medication_sql(True, self.s.sensitive), {"pid": patient_id})
             person = rows[0].person_id if rows else conn.execute(
                 select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
             if person is None:  # not linked to a Person (yet): the Patient's own records
-                rows = driver_all(conn, _medication_sql(False, self.s.sensitive), {"pid": patient_id})
+                rows = [x for x in driver_all(conn, _medication_sql(False, self.s.sensitive), {"pid": patient_id})
+                        if x.part == 1]
             found = [store.row_to_stored(x) for x in rows]
             hidden = {x.rid for x in rows if x.hidden}
             weights = {x.rid for x in rows if x.res_type == "Observation"}
@@ -1012,7 +1032,9 @@ def _medication_sql(linked: bool, sensitive: frozenset[str]):  # noqa: ANN202
     """The statement of :meth:`Repository.medication_context`, built once: the current records of
     :data:`MEDICATION_CONTEXT_TYPES` of every Patient of the Person of Patient ``:pid`` (with
     ``linked``; otherwise of ``:pid`` alone), ordered by ``rid``, each with whether a sensitive
-    label in force is on it (``hidden``) and the Person's id (``person_id``).  What is current is
+    label in force is on it (``hidden``) and the Person's id (``person_id``), ``part`` 1; before
+    them, ``part`` 0, the current version of the Patient ``:pid`` itself if it exists (one
+    statement instead of two: each costs ~0.2 ms of the server's CPU, ADR 0018).  What is current is
     judged on the index rows, as the method's docstring says: MedicationRequest status active or
     on-hold; MedicationStatement active; AllergyIntolerance with no clinical status or an active
     one, and not refuted or entered-in-error; body-weight Observations final, amended or
@@ -1045,12 +1067,17 @@ def _medication_sql(linked: bool, sensitive: frozenset[str]):  # noqa: ANN202
              has("status", frozenset({"final", "amended", "corrected"}))))
     hidden = (G._label("_sensitive", sensitive, const_codes=True) if sensitive else false()).label("hidden")
     kept = and_(r.c.deleted == false(), const_in(r.c.res_type, MEDICATION_CONTEXT_TYPES), current)
+    # part 0: the Patient :pid itself, as a read of its current version gives it (deleted too)
+    patient = select(r, false().label("hidden"), null().label("person_id"), literal_column("0").label("part")).where(
+        r.c.res_type == const("Patient"), r.c.res_id == bindparam("pid"))
     if not linked:
-        return select(r, hidden, null().label("person_id")).where(
-            r.c.patient_id == bindparam("pid"), kept).order_by(r.c.rid)
-    return select(r, hidden, pl.c.person_id).select_from(
-        pl.join(pl2, pl2.c.person_id == pl.c.person_id).join(r, and_(r.c.patient_id == pl2.c.patient_id, kept))
-    ).where(pl.c.patient_id == bindparam("pid")).order_by(r.c.rid)
+        records = select(r, hidden, null().label("person_id"), literal_column("1").label("part")).where(
+            r.c.patient_id == bindparam("pid"), kept)
+    else:
+        records = select(r, hidden, pl.c.person_id, literal_column("1").label("part")).select_from(
+            pl.join(pl2, pl2.c.person_id == pl.c.person_id).join(r, and_(r.c.patient_id == pl2.c.patient_id, kept))
+        ).where(pl.c.patient_id == bindparam("pid"))
+    return union_all(patient, records).order_by(literal_column("part"), literal_column("rid"))
 
 
 def select_patient_ids(conn: Connection, refs: list[tuple[str, str]]) -> dict:
