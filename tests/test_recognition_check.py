@@ -226,6 +226,28 @@ def test_only_clinical_staff_check(platform, w: RWorld) -> None:
             platform.recognition.check(ctx(actor(role, w.a)), w.patient, [K])
 
 
+def test_an_unknown_deleted_or_other_institutions_patient_is_answered_as_a_read_would_be(platform, w: RWorld) -> None:
+    """The Patient and its Person come in one statement; an id that is not a current Patient of
+    the doctor's institution still gets a read's answer (404, 410), audited."""
+    from healthlink.errors import Gone, NotFound
+
+    with pytest.raises(NotFound):
+        platform.recognition.check(ctx(w.doctor), "no-such-patient", [K])
+    with pytest.raises(NotFound):  # a doctor elsewhere does not see A's patient
+        platform.recognition.check(ctx(w.doctors[w.b]), w.patient, [K])
+    repo = w.repo(w.a)
+    gone = repo.create(patient_body(resident_id(), "Gone"), res_type="Patient").stored.res_id
+    repo.delete("Patient", gone, if_match=None)
+    with pytest.raises(Gone):
+        platform.recognition.check(ctx(w.doctor), gone, [K])
+    ae = t.audit_event
+    with platform.db.read() as conn:
+        failed = [c for (c,) in conn.execute(select(ae.c.content).where(ae.c.outcome != "0"))
+                  if "no-such-patient" in c or f"Patient/{gone}" in c or f"Patient/{w.patient}" in c]
+    assert len(failed) >= 3
+    assert platform.recognition.check(ctx(w.doctor), w.patient, [K]).person_id == w.person
+
+
 # ---------------------------------------------------------------- decisions
 def test_adopted_result_appears_in_the_encounter_with_provenance(platform, w: RWorld) -> None:
     w.grant()

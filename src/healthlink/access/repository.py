@@ -613,11 +613,16 @@ class Repository:
         out: list[tuple[Stored, bool]] = []
         with self.s.db.read_one() as conn:
             self._load_grants(conn)
-            p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
+            # the Patient and its Person in one statement; anything but a current Patient the
+            # actor sees goes the long way, as in _medication_rows
+            got = driver_all(conn, _PATIENT_AND_PERSON, {"pid": patient_id})
+            p = store.row_to_stored(got[0]) if got else None
+            if p is None or p.deleted or not self._can_see(p):
+                p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
+                got = driver_all(conn, _PERSON_OF, {"pid": patient_id})
             if not self._can_see(p):
                 raise self._unknown("operation", "Patient", patient_id, p)
-            found_person = driver_all(conn, _PERSON_OF, {"pid": patient_id})
-            person = found_person[0].person_id if found_person else None
+            person = got[0].person_id if got else None
             rows = [] if not (codes or studies) else driver_all(
                 conn, _candidates_sql(tuple(sorted(set(codes))), studies, person is not None, self.s.sensitive),
                 {"person": person, "since": since_us} if person is not None else {"pid": patient_id, "since": since_us})
@@ -1025,6 +1030,12 @@ def _candidates_sql(codes: tuple[tuple[str, str], ...], studies: bool, linked: b
 
 # the Person of Patient :pid (run on the driver's cursor by the order-time checks)
 _PERSON_OF = select(t.person_link.c.person_id).where(t.person_link.c.patient_id == bindparam("pid"))
+#: the current version of Patient ``:pid`` (deleted too) with its Person's id (NULL if unlinked)
+_PATIENT_AND_PERSON = select(
+    t.resource.c.rid, t.resource.c.res_type, t.resource.c.res_id, t.resource.c.version_id,
+    t.resource.c.last_updated, t.resource.c.deleted, t.resource.c.institution_id, t.resource.c.patient_id,
+    t.resource.c.content, _PERSON_OF.scalar_subquery().label("person_id"),
+).where(t.resource.c.res_type == const("Patient"), t.resource.c.res_id == bindparam("pid"))
 
 
 @functools.lru_cache(maxsize=8)
