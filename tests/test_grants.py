@@ -76,7 +76,7 @@ def test_outside_summary_says_what_exists_and_nothing_more(platform, world, clie
         assert hidden not in text
     # a second identical result gives no second hint (no counts)
     from healthlink.access import RequestContext
-    from tests.grantkit import lab
+    from grantkit import lab
 
     other = actor("doctor", w.b)
     platform.repository(RequestContext(actor=other)).create(lab(w.patient_b), res_type="Observation")

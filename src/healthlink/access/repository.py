@@ -387,6 +387,18 @@ class Repository:
             raise exc2
         return served
 
+    def _check_patient(self, conn: Connection, patient_id: str, read: Stored | None) -> Stored:
+        """The Patient of an order-time check.  ``read``: its current version as the check's own
+        statement read it (None if there is none), which is the answer when the actor sees it;
+        anything else goes the way of :meth:`_load_visible`, for its own answer (404 or 410,
+        audited), and the actor must see what that returns."""
+        p = read
+        if p is None or p.deleted or not self._can_see(p):
+            p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
+        if not self._can_see(p):
+            raise self._unknown("operation", "Patient", patient_id, p)
+        return p
+
     def _unknown(self, interaction: str, res_type: str, res_id: str, cur: Stored | None) -> NotFound:
         """The 404 for an id that does not exist or that the actor may not see (the same
         answer for both, so it does not reveal another institution's ids), audited."""
@@ -613,15 +625,11 @@ class Repository:
         out: list[tuple[Stored, bool]] = []
         with self.s.db.read_one() as conn:
             self._load_grants(conn)
-            # the Patient and its Person in one statement; anything but a current Patient the
-            # actor sees goes the long way, as in _medication_rows
+            # the Patient and its Person in one statement
             got = driver_all(conn, _PATIENT_AND_PERSON, {"pid": patient_id})
-            p = store.row_to_stored(got[0]) if got else None
-            if p is None or p.deleted or not self._can_see(p):
-                p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
+            read = store.row_to_stored(got[0]) if got else None
+            if self._check_patient(conn, patient_id, read) is not read:  # read again: its Person too
                 got = driver_all(conn, _PERSON_OF, {"pid": patient_id})
-            if not self._can_see(p):
-                raise self._unknown("operation", "Patient", patient_id, p)
             person = got[0].person_id if got else None
             rows = [] if not (codes or studies) else driver_all(
                 conn, _candidates_sql(tuple(sorted(set(codes))), studies, person is not None, self.s.sensitive),
@@ -685,16 +693,10 @@ class Repository:
         with self.s.db.read_one() as conn:
             self._load_grants(conn)
             rows = driver_all(conn, _medication_sql(True, self.s.sensitive), {"pid": patient_id})
-            # the statement's first row is the Patient itself (part 0), when it exists: the read
-            # _load_visible would make.  Anything but a current Patient the actor sees goes the
-            # long way, for its own answer (404 or 410, audited) or a grant's view of it.
+            # the statement's first row is the Patient itself (part 0), when it exists
             p = store.row_to_stored(rows[0]) if rows and rows[0].part == 0 else None
             rows = [x for x in rows if x.part == 1]
-            if p is None or p.deleted or not self._can_see(p):
-                p = self._load_visible(conn, "Patient", patient_id, interaction="operation")
-            if not self._can_see(p):
-                raise self._unknown("operation", "Patient", patient_id, p)
-            out.append((p, True))
+            out.append((self._check_patient(conn, patient_id, p), True))
             person = rows[0].person_id if rows else conn.execute(
                 select(pl.c.person_id).where(pl.c.patient_id == patient_id)).scalar()
             if person is None:  # not linked to a Person (yet): the Patient's own records
