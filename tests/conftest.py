@@ -70,6 +70,10 @@ def platform(settings: Settings) -> Iterator[Platform]:
     plat = Platform.start(settings)
     upgrade(plat.db)
     yield plat
+    if plat.db.is_sqlite:  # the whole suite's writes left an intact file (ADR 0020)
+        with plat.db.read() as conn:
+            problems = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check")]
+        assert problems == ["ok"], f"the suite's SQLite database is damaged: {problems[:10]}"
     plat.close()
 
 

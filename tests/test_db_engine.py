@@ -55,3 +55,49 @@ def test_a_failed_statement_in_read_one_leaves_a_usable_transactional_connection
         raise RuntimeError("rolled back")
     with d.read_one() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+
+
+def test_sqlite_checkpoints_never_run_while_another_connection_commits(tmp_path) -> None:  # noqa: ANN001
+    """SQLite's WAL-reset bug (3.7.0-3.51.2; sqlite.org/wal.html#walresetbug) corrupts the file
+    when a commit resets the WAL while a checkpoint runs, so the background checkpointer waits
+    for the write lock: while a write transaction is open, no checkpoint runs (ADR 0020)."""
+    import threading
+    import time
+
+    d = Database(f"sqlite:///{tmp_path / 'ckpt.db'}")
+    try:
+        with d.write() as conn:
+            conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        ckpt = d._checkpointer
+        assert ckpt is not None
+        deadline = time.monotonic() + 5
+        while ckpt.passes < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ckpt.passes >= 2, "the background checkpointer does not run"
+        inside = threading.Event()
+        release = threading.Event()
+
+        def hold_a_write() -> None:
+            with d.write() as conn:
+                conn.execute(text("INSERT INTO t VALUES (1)"))
+                inside.set()
+                release.wait(5)
+
+        writer = threading.Thread(target=hold_a_write)
+        writer.start()
+        assert inside.wait(5)
+        time.sleep(0.05)  # a pass that had the lock before the write finishes now
+        before = ckpt.passes
+        time.sleep(0.5)  # five checkpoint periods
+        during = ckpt.passes - before
+        release.set()
+        writer.join(5)
+        assert during == 0, f"{during} checkpoint(s) ran while a write transaction was open"
+        deadline = time.monotonic() + 5
+        while ckpt.passes == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ckpt.passes > before, "checkpoints do not resume after the write"
+        with d.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 1
+    finally:
+        d.dispose()
