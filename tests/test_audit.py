@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -410,3 +411,141 @@ def test_a_batch_takes_its_sequence_numbers_in_its_order_with_its_entities(platf
     want = {(r.seq, k, ref) for i, r in enumerate(rows)
             for k, ref in (("P", f"Patient/{tag}-{i}"), ("E", f"Observation/{tag}-{i}"))}
     assert {(e.seq, e.kind, e.ref) for e in ents} == want
+
+
+# --------------------------------------------------------------------- group commit of threads (ADR 0021)
+def _thread_records(tag: str, n: int):  # noqa: ANN202
+    from healthlink.ledger.audit import Agent, AuditRecord
+
+    return [AuditRecord("operation", Agent("Practitioner/x", f"user-{tag}", "inst-x"), patients={f"{tag}-{i}"},
+                        query=f"Patient/{tag}-{i}/$medication-check") for i in range(n)]
+
+
+def _stored(platform, records) -> set[str]:  # noqa: ANN001
+    from sqlalchemy import select
+
+    from healthlink.db import tables as t
+
+    with platform.db.read() as conn:
+        return set(conn.execute(select(t.audit_event.c.event_id).where(
+            t.audit_event.c.event_id.in_([r.event_id for r in records]))).scalars())
+
+
+def _slow_first_commit(writer, *, hold: threading.Event | None = None, seconds: float = 0.05):  # noqa: ANN001, ANN202
+    """The writer's first batch waits (``hold`` set, or ``seconds``) before it commits."""
+    commit, calls = writer._commit, []
+
+    def slow(records):  # noqa: ANN001, ANN202
+        calls.append(len(records))
+        if len(calls) == 1:
+            if hold is not None:
+                assert hold.wait(10)
+            else:
+                time.sleep(seconds)
+        return commit(records)
+
+    writer._commit = slow
+    return calls
+
+
+def test_threads_write_their_own_records_in_shared_commits_each_durable_before_it_returns(platform):
+    from healthlink.ledger.audit import AuditWriter
+
+    writer = AuditWriter(platform.db)
+    n = 40
+    recs = _thread_records(uuid.uuid4().hex[:8], n)
+    calls = _slow_first_commit(writer)  # the others arrive while the first leader writes
+    barrier = threading.Barrier(n)
+
+    def one(rec) -> bool:  # noqa: ANN001
+        barrier.wait()
+        writer.record(rec)
+        return rec.event_id in _stored(platform, [rec])  # in the database when record() returns
+
+    with ThreadPoolExecutor(n) as pool:
+        durable = list(pool.map(one, recs))
+    assert durable == [True] * n
+    assert _stored(platform, recs) == {r.event_id for r in recs}
+    assert writer.batched_records == n and sum(calls) == n
+    assert writer.batches == len(calls) <= 3, calls  # the first alone, then the waiting ones together
+    assert writer._thread is None  # no writer thread was needed
+
+
+def test_a_failed_batch_fails_only_its_own_threads_and_the_next_batch_is_written(platform):
+    from healthlink.errors import Unavailable
+    from healthlink.ledger.audit import AuditWriter
+
+    writer = AuditWriter(platform.db)
+    first, *rest = _thread_records(uuid.uuid4().hex[:8], 6)
+    hold = threading.Event()
+    _slow_first_commit(writer, hold=hold)
+    writer.fail_next = RuntimeError("injected audit failure: disk full")
+    outcomes: dict[str, str] = {}
+
+    def one(rec) -> None:  # noqa: ANN001
+        try:
+            writer.record(rec)
+            outcomes[rec.event_id] = "ok"
+        except Unavailable as exc:
+            outcomes[rec.event_id] = exc.message
+
+    leader = threading.Thread(target=one, args=(first,))
+    leader.start()
+    while not writer._leading:
+        time.sleep(0.001)
+    followers = [threading.Thread(target=one, args=(r,)) for r in rest]
+    for th in followers:
+        th.start()
+    while len(writer._pending) < len(rest):  # the leader's own record is in its batch
+        time.sleep(0.001)
+    hold.set()
+    for th in [leader, *followers]:
+        th.join(10)
+    assert outcomes[first.event_id] == "the audit record could not be written; nothing was returned"
+    assert [outcomes[r.event_id] for r in rest] == ["ok"] * len(rest)
+    assert _stored(platform, [first, *rest]) == {r.event_id for r in rest}
+
+
+def test_a_thread_that_waits_too_long_gets_503_leaves_the_queue_and_later_records_are_written(platform):
+    from healthlink.errors import Unavailable
+    from healthlink.ledger.audit import AuditWriter
+
+    writer = AuditWriter(platform.db)
+    first, late, after = _thread_records(uuid.uuid4().hex[:8], 3)
+    hold = threading.Event()
+    _slow_first_commit(writer, hold=hold)
+    leader = threading.Thread(target=writer.record, args=(first,))
+    leader.start()
+    while not writer._leading:
+        time.sleep(0.001)
+    with pytest.raises(Unavailable):
+        writer.record(late, timeout=0.2)
+    assert writer._pending == []  # the late one left the queue (the first is in the held batch)
+    hold.set()
+    leader.join(10)
+    writer.record(after, timeout=5)  # nobody holds the lead any more
+    assert _stored(platform, [first, late, after]) == {first.event_id, after.event_id}
+    assert not writer._leading and writer._pending == []
+
+
+def test_a_record_inside_a_write_transaction_never_hangs(platform):
+    """On SQLite the transaction holds the only write lock: the record cannot be written before it
+    ends, so the caller gets 503 after its timeout (and the record is written afterwards) instead
+    of waiting for ever on the lock it holds itself.  On PostgreSQL it is written at once."""
+    from healthlink.errors import Unavailable
+    from healthlink.ledger.audit import AuditWriter
+
+    writer = AuditWriter(platform.db)
+    (rec,) = _thread_records(uuid.uuid4().hex[:8], 1)
+    try:
+        with platform.db.write():
+            if platform.db.is_sqlite:
+                with pytest.raises(Unavailable):
+                    writer.record(rec, timeout=0.3)
+            else:
+                writer.record(rec, timeout=5)
+        if platform.db.is_sqlite:
+            writer.close()  # the writer thread writes it once the transaction is over
+        assert _stored(platform, [rec]) == {rec.event_id}
+    finally:
+        writer.close()

@@ -101,9 +101,10 @@ class Settings(BaseSettings):
     )
     audit_batch_wait_ms: float = Field(
         0.5, ge=0.0,
-        description="How long the audit writer waits for more records before committing "
+        description="How long the audit writer thread waits for more records before committing "
         "a batch, in milliseconds (records that arrive while a batch is being written go into "
-        "the next one anyway; ADR 0018).",
+        "the next one anyway; ADR 0018). Records of request threads (order-time checks) do not "
+        "wait: the first waiting thread writes them (ADR 0021).",
     )
     empi_auto_link_threshold: float = Field(
         0.99, gt=0.0, lt=1.0,

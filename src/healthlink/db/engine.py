@@ -107,6 +107,7 @@ class _WriteLock:
         self._path = f"{db_path}-writer" if db_path else None
         self._fd: int | None = None
         self._pid = 0
+        self.owner: int | None = None  # the thread holding the lock
 
     def _file(self) -> int | None:
         if self._path is not None and (self._fd is None or self._pid != os.getpid()):
@@ -125,8 +126,10 @@ class _WriteLock:
         except BaseException:
             self._mutex.release()
             raise
+        self.owner = threading.get_ident()
 
     def release(self) -> None:
+        self.owner = None
         try:
             if self._fd is not None and self._path is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -347,6 +350,12 @@ class Database:
                 # are discarded when they are given back
                 self.engine.dispose()
             raise
+
+    def holds_write_lock(self) -> bool:
+        """Whether this thread is inside a SQLite write transaction (:meth:`write`), so that another
+        write would wait for it; always False on PostgreSQL."""
+        lock = self._write_lock
+        return lock is not None and lock.owner == threading.get_ident()
 
     def dispose(self) -> None:
         if self._checkpointer is not None:

@@ -338,8 +338,29 @@ def _expire(fut: asyncio.Future) -> None:
         fut.set_exception(TimeoutError("the audit writer did not commit in time"))
 
 
+class _Slot:
+    """A thread's place in the leader's group commit (:meth:`AuditWriter.record`): ``done`` is
+    released when its record is written (``error`` then says how) or when the thread is to lead
+    the next batch (``lead``)."""
+
+    __slots__ = ("done", "error", "lead")
+
+    def __init__(self) -> None:
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.error: Exception | None = None
+        self.lead = False
+
+
 class AuditWriter:
-    """Group-commit writer: one thread, one commit for many requests' records."""
+    """Group commit of audit records: one commit for many requests' records.
+
+    A coroutine's record (:meth:`record_async`) goes to the writer thread, which settles all the
+    waiters of one event loop with one call into it.  A thread's record (:meth:`record`) is
+    written by the waiting threads themselves (ADR 0021): the first one leads, writing its own
+    record at once; the records that arrive while it writes wait and go together in the next
+    batch, which the first of them leads.  A thread alone writes its record without handing it
+    to another thread and waiting to be woken, which cost ~5% of an order-time check's CPU."""
 
     def __init__(self, db: Database, *, batch_max: int = 512, wait_ms: float = 0.5) -> None:
         self.db = db
@@ -348,6 +369,9 @@ class AuditWriter:
         self._q: queue.Queue[_Waiting | None] = queue.Queue()  # None stops the writer
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._group = threading.Lock()  # guards _pending and _leading
+        self._pending: list[tuple[AuditRecord, _Slot]] = []
+        self._leading = False
         self.fail_next: Exception | None = None  # fault injection for tests of rollback
         #: batches committed (each one commit, one statement on PostgreSQL) and records in them
         self.batches = 0
@@ -369,12 +393,73 @@ class AuditWriter:
                               headers={"Retry-After": "2"}) from exc
 
     def record(self, record: AuditRecord, *, timeout: float = 10.0) -> None:
-        """Make the record durable (group commit); raise Unavailable if it cannot be."""
-        fut = self.submit(record)
+        """Make the record durable (group commit); raise Unavailable if it cannot be.
+
+        The calling thread writes it, with the records of the threads that wait meanwhile (see the
+        class).  A thread inside a SQLite write transaction holds the database's only write lock,
+        so its record goes to the writer thread instead, which cannot write it before the
+        transaction ends: Unavailable after ``timeout``, as always for such a caller."""
+        if self.db.holds_write_lock():
+            fut = self.submit(record)
+            try:
+                fut.result(timeout=timeout)
+            except Exception as exc:  # noqa: BLE001
+                raise _unavailable(exc) from exc
+            return
+        slot = _Slot()
+        with self._group:
+            self._pending.append((record, slot))
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            if not slot.done.acquire(timeout=timeout):
+                with self._group:
+                    if not slot.lead:  # not to lead: leave the queue (if still in it), answer 503
+                        self._pending = [p for p in self._pending if p[1] is not slot]
+                        raise _unavailable(TimeoutError("the audit writer did not commit in time"))
+                slot.done.acquire()  # made the leader just now: the batch waits for this thread
+            if not slot.lead:
+                if slot.error is not None:
+                    raise _unavailable(slot.error) from slot.error
+                return
+        self._lead(slot)
+        if slot.error is not None:
+            raise _unavailable(slot.error) from slot.error
+
+    def _lead(self, slot: _Slot) -> None:
+        """Write the waiting records, ``slot``'s among them, in one batch; wake their threads; hand
+        the lead to the first of the records that came meanwhile, or give it up."""
+        with self._group:
+            batch, self._pending = self._pending[:self.batch_max], self._pending[self.batch_max:]
+        error: Exception | None = RuntimeError("the audit write was interrupted")
         try:
-            fut.result(timeout=timeout)
+            error = self._commit([r for r, _ in batch])
+        finally:
+            for _, s in batch:
+                s.error = error
+                if s is not slot:
+                    s.done.release()
+            with self._group:
+                if self._pending:
+                    nxt = self._pending[0][1]
+                    nxt.lead = True
+                    nxt.done.release()
+                else:
+                    self._leading = False
+
+    def _commit(self, records: list[AuditRecord]) -> Exception | None:
+        """One batch in one commit (one statement on PostgreSQL, ADR 0018); the error, if any."""
+        try:
+            if self.fail_next is not None:
+                exc, self.fail_next = self.fail_next, None
+                raise exc
+            with self.db.write_one() as conn:
+                insert_records(conn, records)
         except Exception as exc:  # noqa: BLE001
-            raise _unavailable(exc) from exc
+            return exc
+        self.batches += 1
+        self.batched_records += len(records)
+        return None
 
     async def record_async(self, record: AuditRecord, *, timeout: float = 10.0) -> None:
         """:meth:`record` for a coroutine: the event loop waits, no thread is held.
@@ -424,18 +509,7 @@ class AuditWriter:
                     self._q.put(None)
                     break
                 batch.append(nxt)
-            error: Exception | None = None
-            try:
-                if self.fail_next is not None:
-                    exc, self.fail_next = self.fail_next, None
-                    raise exc
-                with self.db.write_one() as conn:  # one statement on PostgreSQL (ADR 0018)
-                    insert_records(conn, [r for r, _, _ in batch])
-            except Exception as exc:  # noqa: BLE001
-                error = exc
-            else:
-                self.batches += 1
-                self.batched_records += len(batch)
+            error = self._commit([r for r, _, _ in batch])
             waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
             for _, fut, loop in batch:
                 if loop is not None:
