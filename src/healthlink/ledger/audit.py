@@ -457,8 +457,9 @@ class AuditWriter:
                 insert_records(conn, records)
         except Exception as exc:  # noqa: BLE001
             return exc
-        self.batches += 1
-        self.batched_records += len(records)
+        with self._group:  # a leading thread and the writer thread may both count
+            self.batches += 1
+            self.batched_records += len(records)
         return None
 
     async def record_async(self, record: AuditRecord, *, timeout: float = 10.0) -> None:
