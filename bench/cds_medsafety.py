@@ -264,7 +264,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{out['max_ms']} ms")
     if args.cards:
         print(f"  answers with a card {shown['with_card']:.0%}, with a critical card {shown['with_critical_card']:.0%}")
-    print(f"  CPU (cores): {cpu}; statuses {statuses}")
+    print(f"  CPU (cores, and ms per call): {cpu}; statuses {statuses}")
+    print(f"  machine speed probe before / after: {cpu['speed_probe_ms'][0]} / {cpu['speed_probe_ms'][1]} ms "
+          "(a fixed piece of Python; lower is faster)")
     print(f"  events written {out['events_written']:,}; machine {mach}")
     print(f"  goal {out['goal']}: {'met' if out['met'] else 'MISSED'}" + (f"; results in {args.json}" if args.json else ""))
     print("RESULT " + json.dumps({k: out[k] for k in ("when", "commit", "region_patients", "target_rate",

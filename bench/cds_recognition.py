@@ -399,7 +399,9 @@ def main() -> None:
     print(f"  achieved {out['achieved_rate']}/s (in the schedule's window {out['rate_in_window']}/s)")
     print(f"  latency from due time: p50 {out['p50_ms']} / p90 {out['p90_ms']} / p99 {out['p99_ms']} / max "
           f"{out['max_ms']} ms")
-    print(f"  CPU (cores): {cpu}; statuses {statuses}")
+    print(f"  CPU (cores, and ms per call): {cpu}; statuses {statuses}")
+    print(f"  machine speed probe before / after: {cpu['speed_probe_ms'][0]} / {cpu['speed_probe_ms'][1]} ms "
+          "(a fixed piece of Python; lower is faster)")
     print(f"  events written {out['events_written']:,}; machine {mach}")
     print(f"  goal {out['goal']}: {'met' if out['met'] else 'MISSED'}" + (f"; results in {args.json}" if args.json else ""))
     print("RESULT " + json.dumps({k: out[k] for k in ("when", "commit", "region_patients", "target_rate",
@@ -536,7 +538,7 @@ def serve_and_drive(*, db_url: str, work: Path, workers: int, server_cpus: str |
     server, PostgreSQL, this generator and the whole machine during the measured part.
     ``after(base, port, tokens)`` runs while the server is still up.  The server is stopped
     (SIGINT, then SIGKILL after 30 s) whatever happens."""
-    from fhir_read import _machine_busy_ticks, _ticks_of_command, _ticks_of_session, free_port, taskset
+    from fhir_read import _machine_busy_ticks, _ticks_of_command, _ticks_of_session, free_port, speed_probe, taskset
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -559,6 +561,7 @@ def serve_and_drive(*, db_url: str, work: Path, workers: int, server_cpus: str |
             asyncio.run(open_loop("127.0.0.1", port, lambda i: raw[i], rate=rate, duration=warmup,
                                   connections=connections))
         hz = os.sysconf("SC_CLK_TCK")
+        speed0 = speed_probe()  # the server idle for a moment, between the warm-up and the measurement
         srv0, pg0, mach0, me0, w0 = (_ticks_of_session(server.pid), _ticks_of_command("postgres"),
                                      _machine_busy_ticks(), os.times(), time.time())
         load0 = os.getloadavg()
@@ -567,6 +570,7 @@ def serve_and_drive(*, db_url: str, work: Path, workers: int, server_cpus: str |
         wall = time.time() - w0
         srv1, pg1, mach1, me1 = (_ticks_of_session(server.pid), _ticks_of_command("postgres"),
                                  _machine_busy_ticks(), os.times())
+        speed1 = speed_probe()
         extra = after(base, port, tokens) if after is not None else None
     finally:
         if server is not None and server.poll() is None:
@@ -580,6 +584,11 @@ def serve_and_drive(*, db_url: str, work: Path, workers: int, server_cpus: str |
            "machine_busy_cores": round((mach1 - mach0) / hz / wall, 2)}
     cpu["other_cores"] = round(cpu["machine_busy_cores"] - cpu["server_cores"] - cpu["postgres_cores"]
                                - cpu["generator_cores"], 2)
+    # CPU per answered call (the same work costs more when the machine runs slower: speed probe)
+    done = max(1, sum(1 for x in run.samples if x.error is None))
+    cpu["server_ms_per_call"] = round((srv1 - srv0) / hz / done * 1000, 2)
+    cpu["postgres_ms_per_call"] = round((pg1 - pg0) / hz / done * 1000, 2)
+    cpu["speed_probe_ms"] = [speed0, speed1]
     statuses: dict[str, int] = {}
     for sample in run.samples:
         statuses[str(sample.status)] = statuses.get(str(sample.status), 0) + 1

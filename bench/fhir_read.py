@@ -75,6 +75,22 @@ def machine() -> dict:
             "python": pyplatform.python_version()}
 
 
+def speed_probe(repeat: int = 3) -> float:
+    """Milliseconds this machine takes for a fixed piece of pure-Python work (the best of
+    ``repeat``; lower is faster).  The 2-core virtual machines here run the same code at speeds
+    that differ by half from one minute to the next (a quiet one: ~0.36 s; seen up to ~0.52 s), and
+    a latency benchmark's tail follows that: a run records the probe just before and just after
+    its measured part, so its figures can be read against the machine's speed at the time."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        acc = 0
+        for i in range(3_000_000):
+            acc += i * i
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

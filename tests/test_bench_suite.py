@@ -101,6 +101,10 @@ def test_the_smoke_scale_suite_runs_every_benchmark_without_errors(tmp_path: Pat
             assert b["cpu"]["server"] > 0, (name, b["cpu"])
         if name in WITH_LIMIT:
             assert b["limit"] > 0 and b["ratio_to_limit"] == pytest.approx(b["figure"] / b["limit"], abs=1e-4)
+    for hook in ("order-select", "order-sign"):  # what the hook's figures are read against
+        c = by_name[hook]["details"]["cpu"]
+        assert c["server_ms_per_call"] > 0 and c["postgres_ms_per_call"] >= 0, (hook, c)
+        assert len(c["speed_probe_ms"]) == 2 and all(ms > 0 for ms in c["speed_probe_ms"]), (hook, c)
     assert by_name["reads"]["details"]["audit"]["verified"]
     assert by_name["ledger"]["details"]["ledger"]["verify"]["ok"]
 
