@@ -78,9 +78,9 @@ def machine() -> dict:
 def speed_probe(repeat: int = 3) -> float:
     """Milliseconds this machine takes for a fixed piece of pure-Python work (the best of
     ``repeat``; lower is faster).  The 2-core virtual machines here run the same code at speeds
-    that differ by half from one minute to the next (a quiet one: ~0.36 s; seen up to ~0.52 s), and
-    a latency benchmark's tail follows that: a run records the probe just before and just after
-    its measured part, so its figures can be read against the machine's speed at the time."""
+    that differ by half from one minute to the next (seen on one machine within an hour: 150 to
+    300 ms), and a latency benchmark's tail follows that: a run records the probe just before and
+    just after its measured part, so its figures can be read against the machine's speed."""
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
