@@ -20,7 +20,8 @@ What it does, end to end (the load generator, its open model and its figures are
    mostly nothing to find).  The active drug is often recorded at another institution, so without
    a grant many findings are hints — the same work for the server;
 3. registers a hospital-system client at each ordering hospital and logins for its doctors,
-   starts the production server (``healthlink serve``, ``--workers`` processes) and gets each
+   runs ``CHECKPOINT`` (PostgreSQL; ``--no-checkpoint`` to skip, ``checkpoint_first``), starts
+   the production server (``healthlink serve``, ``--workers`` processes) and gets each
    client's token (client credentials);
 4. builds CDS Hooks 2.0 ``order-sign`` requests (one draft MedicationRequest with a fresh id, a
    dose and a route: every check of the four kinds runs) and drives them at a **fixed arrival
@@ -244,6 +245,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=2, help="server worker processes")
     ap.add_argument("--server-cpus", default=None, help="taskset CPU list for the server (default: not pinned)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-checkpoint", action="store_true",
+                    help="do not CHECKPOINT before starting the server (measure with the setup's write-back)")
     ap.add_argument("--cards", type=int, default=200,
                     help="requests re-sent after the run to count the answers with a card (0: none)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
@@ -327,7 +330,8 @@ def measure(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                         # fresh draft ids: re-send a sample (new hookInstance and ids) to count what doctors saw
                         after=lambda base, port, tokens: _cards(base, [
                             request_bytes("127.0.0.1", port, HOOK, hook_body(c, base + "/fhir"), tokens[c.client])
-                            for c in cases[:args.cards]]))
+                            for c in cases[:args.cards]]),
+                        checkpoint=not args.no_checkpoint)
     run, cpu, statuses, load0, shown = d.run, d.cpu, d.statuses, d.load_average_before, d.after
     r = summarise(run)
     kinds = _events(db.url)
@@ -337,7 +341,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         "knowledge": knowledge, "hospitals": len(clients), "workers": args.workers,
         "interacting_share": args.interacting, "answers": shown, "load_average_before": load0,
         "command": "python " + shlex.join(sys.argv if argv is None else ["bench/cds_medsafety.py", *argv]),
-        **r, "statuses": statuses, "cpu": cpu,
+        **r, "statuses": statuses, "cpu": cpu, "checkpoint_before_s": d.checkpoint_s,
         "events_written": sum(kinds.values()) - sum(events_before.values()), "events_by_kind": kinds,
         "goal": f"p99 <= {GOAL_P99_MS} ms at {GOAL_RATE:.0f} req/s",
         "met": bool(r["p99_ms"] <= GOAL_P99_MS and r["errors"] == 0 and r["rate_in_window"] >= 0.99 * args.rate

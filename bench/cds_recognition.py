@@ -17,8 +17,9 @@ What it does, end to end:
    imaging studies) 0-5 days old at one of their institutions, written as that institution
    (:func:`healthlink.demogen.recognition.source_result`);
 3. registers a hospital-system client at each ordering hospital (the prefecture and county
-   hospitals) with the operator's API (``healthlink.accounts.add_client``), starts the
-   production server (``healthlink serve``, ``--workers`` uvicorn processes, sharing the 2 cores
+   hospitals) with the operator's API (``healthlink.accounts.add_client``), runs ``CHECKPOINT``
+   so that PostgreSQL's write-back of this setup does not overlap the run (``--no-checkpoint``
+   to measure with it; :func:`checkpoint_first`), starts the production server (``healthlink serve``, ``--workers`` uvicorn processes, sharing the 2 cores
    with PostgreSQL and this load generator) and gets each client's token at
    ``POST /api/auth/token`` (client credentials);
 4. builds the requests: a random Person of those with a recent result, the Person's Patient at
@@ -383,6 +384,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=2, help="server worker processes")
     ap.add_argument("--server-cpus", default=None, help="taskset CPU list for the server (default: not pinned)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-checkpoint", action="store_true",
+                    help="do not CHECKPOINT before starting the server (measure with the setup's write-back)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
     return ap
 
@@ -488,7 +491,8 @@ def measure(args: argparse.Namespace) -> dict:
                         bodies=lambda base, port, tokens: [
                             request_bytes("127.0.0.1", port, HOOK, hook_body(c, base + "/fhir"), tokens[c.client])
                             for c in cases],
-                        rate=args.rate, warmup=args.warmup, duration=args.duration, connections=args.connections)
+                        rate=args.rate, warmup=args.warmup, duration=args.duration, connections=args.connections,
+                        checkpoint=not args.no_checkpoint)
     run, cpu, statuses, load0 = d.run, d.cpu, d.statuses, d.load_average_before
     r = summarise(run)
     from sqlalchemy import create_engine, func, select
@@ -507,6 +511,7 @@ def measure(args: argparse.Namespace) -> dict:
         "stored": counts, "persons_with_recent_results": len({p for p, _ in planned}),
         "hospitals": len(clients), "workers": args.workers, "load_average_before": load0,
         "command": "python " + shlex.join(sys.argv), **r, "statuses": statuses, "cpu": cpu,
+        "checkpoint_before_s": d.checkpoint_s,
         "events_written": events_after - events_before, "events_by_kind": kinds,
         "goal": f"p99 <= {GOAL_P99_MS} ms at {GOAL_RATE:.0f} req/s",
         "met": bool(r["p99_ms"] <= GOAL_P99_MS and r["errors"] == 0 and r["rate_in_window"] >= 0.99 * args.rate
@@ -526,12 +531,14 @@ class Driven:
     load_average_before: tuple[float, float, float]
     probe: str
     after: object = None  # what ``after`` returned
+    checkpoint_s: float | None = None  # the CHECKPOINT before the server started (None: not run)
 
 
 def serve_and_drive(*, db_url: str, work: Path, workers: int, server_cpus: str | None,
                     client_ids: dict[str, str], secret: str, bodies, rate: float, warmup: float,  # noqa: ANN001
-                    duration: float, connections: int, after=None) -> Driven:  # noqa: ANN001
-    """Start the production server (``healthlink serve``, ``workers`` processes, optionally pinned
+                    duration: float, connections: int, after=None, checkpoint: bool = True) -> Driven:  # noqa: ANN001
+    """With ``checkpoint`` (PostgreSQL), first write the setup's dirty pages out (:func:`checkpoint_first`).
+    Start the production server (``healthlink serve``, ``workers`` processes, optionally pinned
     with taskset) on ``db_url``, get a client-credentials token for each of ``client_ids``
     (institution -> client id), build the requests with ``bodies(base, port, tokens)``, probe the
     first, run the warm-up and then the measured open loop at ``rate``, and count the CPU of the
@@ -540,6 +547,7 @@ def serve_and_drive(*, db_url: str, work: Path, workers: int, server_cpus: str |
     (SIGINT, then SIGKILL after 30 s) whatever happens."""
     from fhir_read import _machine_busy_ticks, _ticks_of_command, _ticks_of_session, free_port, speed_probe, taskset
 
+    ckpt = checkpoint_first(db_url) if checkpoint else None
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHLINK_")}
@@ -592,7 +600,34 @@ def serve_and_drive(*, db_url: str, work: Path, workers: int, server_cpus: str |
     statuses: dict[str, int] = {}
     for sample in run.samples:
         statuses[str(sample.status)] = statuses.get(str(sample.status), 0) + 1
-    return Driven(run, cpu, statuses, load0, probe, extra)
+    return Driven(run, cpu, statuses, load0, probe, extra, ckpt)
+
+
+def checkpoint_first(db_url: str) -> float | None:
+    """``CHECKPOINT`` on a PostgreSQL ``db_url``: the seconds it took, None elsewhere or when refused.
+
+    The setup before a run writes (a region load, the recognition benchmark's recent results, the
+    accounts), and PostgreSQL writes those pages back over the next minutes
+    (``checkpoint_completion_target``): measured right after a large load, the hook shared the two
+    cores with that write-back and paid twice the PostgreSQL CPU per call (docs/benchmarks.md,
+    issue 7).  A run measures the hook, so the write-back of its own setup is done first; the
+    time it took is printed and kept in the results."""
+    if not db_url.startswith("postgresql"):
+        return None
+    import psycopg
+
+    dsn = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    t0 = time.perf_counter()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.Error as e:  # not a superuser (or pg_checkpoint member): say so and go on
+        print(f"CHECKPOINT before the run refused ({e.__class__.__name__}: {str(e).strip()}); "
+              "the setup's write-back may overlap the run", flush=True)
+        return None
+    took = round(time.perf_counter() - t0, 2)
+    print(f"CHECKPOINT before the run: {took} s", flush=True)
+    return took
 
 
 def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
