@@ -304,6 +304,30 @@ def test_another_institution_cannot_decide_on_a_card(platform, w: RWorld) -> Non
 
 
 # ---------------------------------------------------------------- rates
+def test_draft_orders_checked_again_keep_their_check_and_cards_and_a_result_found_later_counts(
+        platform, w: RWorld) -> None:
+    """order-select, then order-sign (or the order selected again) within a day: each draft order keeps
+    its first check and the uuids of the cards already shown; a result that arrived in between is
+    recorded under the first check, which now counts as found."""
+    w.grant()
+    w.result(w.b, value=4.1)
+    k, a1c = Order(LOINC, "2823-3", order_ref="ServiceRequest/k1"), Order(LOINC, "4548-4", order_ref="ServiceRequest/g1")
+    with pinned(platform, NOON):
+        first = check(w, k, a1c)
+        assert [len(ln.hits) for ln in first.lines] == [1, 0]
+        w.result(w.b, "4548-4", value=6.0, unit="%")  # the HbA1c arrives before the order is signed
+        again = check(w, k, a1c)
+    assert [ln.check_id for ln in again.lines] == [ln.check_id for ln in first.lines]
+    assert again.lines[0].hits[0].id == first.lines[0].hits[0].id  # the same card, not a new one
+    assert len(again.lines[1].hits) == 1
+    checked = {r.order_ref: r for r in events(w, kind="checked")}
+    assert set(checked) == {"ServiceRequest/k1", "ServiceRequest/g1"}  # one check per draft order
+    assert checked["ServiceRequest/g1"].found and checked["ServiceRequest/k1"].found
+    reminded = events(w, kind="reminded")
+    assert sorted((r.order_ref, r.check_id) for r in reminded) == sorted(
+        [("ServiceRequest/k1", first.lines[0].check_id), ("ServiceRequest/g1", first.lines[1].check_id)])
+
+
 def test_rates_from_the_events(platform) -> None:
     w = build(platform)
     w.grant()
