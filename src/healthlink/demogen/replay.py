@@ -175,6 +175,11 @@ def _persons(platform: Platform) -> dict[str, list[tuple[str, str]]]:
 _INSTITUTIONS = {i.id for i in institutions()}
 
 
+#: the latest of an order line's decisions after it (opened, adopted or declined, re-ordered: up to
+#: three minutes): an order placed less than this before ``now`` would stamp them in the future
+FOLLOW_UP = timedelta(minutes=5)
+
+
 def plan(platform: Platform, cat: Catalogue, *, orders: int, days: int, now: datetime,
          rng: random.Random) -> list[_Line]:
     """The month's order lines, each with the result it may recognise (see the module doc)."""
@@ -216,7 +221,7 @@ def plan(platform: Platform, cat: Catalogue, *, orders: int, days: int, now: dat
         day = today - timedelta(days=rng.randrange(0, days))
         at = datetime.combine(day, datetime.min.time(), TZ) + timedelta(hours=rng.randrange(13, 17),
                                                                          minutes=rng.randrange(60))
-        if at >= now:  # later today: the day before instead
+        if at + FOLLOW_UP >= now:  # later today, or its decisions would be: the day before instead
             day, at = day - timedelta(days=1), at - timedelta(days=1)
         w = item.validity_days
         gap = rng.randrange(0, w + 1) if rng.random() < 0.95 else w + rng.randrange(1, 21)
