@@ -401,7 +401,7 @@ class Recognition:
                  at: int) -> dict[str, tuple[str, dict[tuple[str, bool], str]]]:
         """The checks of the same draft orders made in the last day (``order-select`` then
         ``order-sign``, or the order selected again) and their reminders ((source, disclosed) ->
-        card id), by draft order; two statements for all the lines."""
+        card id), by draft order; two statements for up to 16 draft orders (one, nearly always)."""
         latest: dict[str, tuple[int, str]] = {}
         for chunk in _chunks(sorted(set(refs))):
             for ref, check_id, when in driver_all(conn, _checked_sql(len(chunk)), {
