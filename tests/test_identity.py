@@ -188,7 +188,8 @@ def test_patient_match_scores_and_grades_candidates(client, platform, his_client
     assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
 
 
-def test_bulk_upload_links_its_patients_in_one_batch_when_it_ends(client, platform, make_institution, tmp_path):
+def test_bulk_upload_links_its_patients_in_one_batch_when_it_ends(client, platform, make_institution, tmp_path,
+                                                                   staff):
     org_a, org_b = make_institution(), make_institution()
     ident = rid(str(uuid.uuid4()))
     rows = [person_patient("索南拉毛", ident=ident) | {"id": "p1"},
@@ -214,6 +215,30 @@ def test_bulk_upload_links_its_patients_in_one_batch_when_it_ends(client, platfo
         n = conn.scalar(select(func.count()).select_from(t.audit_event).where(
             t.audit_event.c.subtype == "empi-link", t.audit_event.c.institution_id == org_b))
     assert n == 1
+    # the Person the second upload's record joined has a new version naming both records (the
+    # batch writes the Persons of earlier uploads together), and its search index follows it
+    person = links[org_b]
+    ids = {i: pid for i, pid in conn_ids(platform, [org_a, org_b])}
+    reviewer = staff("empi_reviewer")
+    r = client.get(f"/fhir/Person/{person}", headers=reviewer.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["meta"]["versionId"] == "2"
+    assert sorted(lk["target"]["reference"] for lk in r.json()["link"]) == sorted(
+        [f"Patient/{ids[(org_a, 'p1')]}", f"Patient/{ids[(org_b, 'x9')]}"])
+    h = client.get(f"/fhir/Person/{person}/_history", headers=reviewer.headers).json()
+    assert [len(e["resource"]["link"]) for e in h["entry"]] == [2, 1]
+    for pid in (ids[(org_a, "p1")], ids[(org_b, "x9")]):
+        r = client.get("/fhir/Person", params={"link": f"Patient/{pid}"}, headers=reviewer.headers)
+        assert [e["resource"]["id"] for e in r.json()["entry"]] == [person]
+
+
+def conn_ids(platform, institutions: list[str]) -> list[tuple[tuple[str, str], str]]:  # noqa: ANN001
+    """((institution, source id), stored Patient id) of the institutions' uploaded records."""
+    sk = t.ingest_source_key.c
+    with platform.db.read() as conn:
+        rows = conn.execute(select(sk.institution_id, sk.key, sk.res_id).where(
+            sk.institution_id.in_(institutions), sk.res_type == "Patient", sk.key.like("id:%"))).all()
+    return [((r.institution_id, r.key[3:]), r.res_id) for r in rows]
 
 
 def test_records_of_one_person_in_one_upload_share_a_person(platform, make_institution, tmp_path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -16,7 +18,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, insert, select
 from sqlalchemy import update as sql_update  # store.update below is the FHIR interaction
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from healthlink.db import bulk_insert, driver_fetchone, reserve_ids
 from healthlink.db import tables as t
@@ -214,14 +216,7 @@ def create_many(conn: Connection, items: list[tuple[dict, str | None]], *,
     bulk_insert(conn, t.resource_version, _VERSION_COLS, [
         (rid, 1, r["res_type"], r["res_id"], r["last_updated"], "POST", False, institution_id, r["content"])
         for rid, r in zip(rids, new)])
-    by_kind: dict[str, list[tuple]] = {}
-    for rid, r, rows in zip(rids, new, indexes):
-        rt = r["res_type"]
-        for kind, lst in rows.items():
-            cols = _INDEX_VALUE_COLS[kind]
-            by_kind.setdefault(kind, []).extend((rid, rt, *[row.get(c) for c in cols]) for row in lst)
-    for kind, tuples in by_kind.items():
-        bulk_insert(conn, t.INDEX_TABLES[kind], ("rid", "res_type", *_INDEX_VALUE_COLS[kind]), tuples)
+    _bulk_indexes(conn, [(rid, r["res_type"], rows) for rid, r, rows in zip(rids, new, indexes)])
     return [Stored(rid, r["res_type"], r["res_id"], 1, r["last_updated"], False, institution_id,
                    r["patient_id"], r["content"], "POST") for rid, r in zip(rids, new)]
 
@@ -232,6 +227,91 @@ _VERSION_COLS = ("rid", "version_id", "res_type", "res_id", "last_updated", "met
                  "institution_id", "content")
 _INDEX_VALUE_COLS = {kind: tuple(c.name for c in table.columns if c.name not in ("rid", "res_type"))
                      for kind, table in t.INDEX_TABLES.items()}
+
+
+def _bulk_indexes(conn: Connection, items: list[tuple[int, str, dict[str, list[dict]]]]) -> None:
+    """Write the index rows of many resources, ``(rid, type, rows by kind)``, one statement per table."""
+    by_kind: dict[str, list[tuple]] = {}
+    for rid, rt, rows in items:
+        for kind, lst in rows.items():
+            cols = _INDEX_VALUE_COLS[kind]
+            by_kind.setdefault(kind, []).extend((rid, rt, *[row.get(c) for c in cols]) for row in lst)
+    for kind, tuples in by_kind.items():
+        bulk_insert(conn, t.INDEX_TABLES[kind], ("rid", "res_type", *_INDEX_VALUE_COLS[kind]), tuples)
+
+
+@contextmanager
+def _driver_errors(conn: Connection) -> Iterator[None]:
+    """Driver errors of statements run on the driver's cursor, re-raised as SQLAlchemy's."""
+    try:
+        yield
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance("", None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from exc
+
+
+def _clear_indexes_many(conn: Connection, rids: list[int]) -> None:
+    driver = conn.connection.driver_connection  # type: ignore[union-attr]
+    for table in t.INDEX_TABLES.values():
+        if conn.dialect.name == "postgresql":
+            with _driver_errors(conn), driver.cursor() as cur:  # type: ignore[union-attr]
+                cur.execute(f"DELETE FROM {table.name} WHERE rid = ANY(%s::bigint[])", (rids,))
+        else:
+            for i in range(0, len(rids), 500):
+                chunk = rids[i:i + 500]
+                driver.execute(f"DELETE FROM {table.name} WHERE rid IN ({', '.join('?' * len(chunk))})",  # type: ignore[union-attr]
+                               chunk)
+
+
+def update_many(conn: Connection, items: list[tuple[Stored, dict]], *, base_url: str | None = None) -> list[Stored]:
+    """:func:`update` of many existing resources, one statement per table for all of them
+    (the Persons an upload's Patients joined).  Each update is guarded by the version it
+    read, as in :func:`update`: if any resource changed meanwhile, :class:`PreconditionFailed`
+    names one and the caller's transaction is to be rolled back."""
+    if not items:
+        return []
+    out: list[Stored] = []
+    index_items: list[tuple[int, str, dict[str, list[dict]]]] = []
+    for existing, resource in items:
+        vid = existing.version_id + 1
+        ts = max(now_us(), existing.last_updated + 1)
+        body = _with_meta(resource, res_id=existing.res_id, version_id=vid, last_updated=ts,
+                          institution_id=existing.institution_id)
+        rows = index_rows(body, base_url=base_url)
+        out.append(Stored(existing.rid, existing.res_type, existing.res_id, vid, ts, False,
+                          existing.institution_id, compartment_patient(body, rows),
+                          fhirjson.dumps(body).decode(), "PUT"))
+        index_items.append((existing.rid, existing.res_type, rows))
+    old = {e.rid: e for e, _ in items}
+    driver = conn.connection.driver_connection  # type: ignore[union-attr]
+    if conn.dialect.name == "postgresql":
+        with _driver_errors(conn), driver.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute(
+                "UPDATE resource AS r SET version_id = v.vid, last_updated = v.ts, deleted = false, "
+                "patient_id = v.pid, content = v.content "
+                "FROM unnest(%s::bigint[], %s::integer[], %s::integer[], %s::bigint[], %s::varchar[], %s::text[]) "
+                "AS v(rid, old, vid, ts, pid, content) WHERE r.rid = v.rid AND r.version_id = v.old "
+                "RETURNING r.rid",
+                ([s.rid for s in out], [old[s.rid].version_id for s in out], [s.version_id for s in out],
+                 [s.last_updated for s in out], [s.patient_id for s in out], [s.content for s in out]))
+            done = {r[0] for r in cur.fetchall()}
+    else:
+        done = set()
+        for s in out:
+            cur = driver.execute(  # type: ignore[union-attr]
+                "UPDATE resource SET version_id = ?, last_updated = ?, deleted = 0, patient_id = ?, content = ? "
+                "WHERE rid = ? AND version_id = ?",
+                (s.version_id, s.last_updated, s.patient_id, s.content, s.rid, old[s.rid].version_id))
+            if cur.rowcount == 1:
+                done.add(s.rid)
+    missed = [s for s in out if s.rid not in done]
+    if missed:  # another writer got there first
+        raise PreconditionFailed(f"{missed[0].res_type}/{missed[0].res_id} changed while updating")
+    bulk_insert(conn, t.resource_version, _VERSION_COLS, [
+        (s.rid, s.version_id, s.res_type, s.res_id, s.last_updated, "PUT", False, s.institution_id, s.content)
+        for s in out])
+    _clear_indexes_many(conn, [s.rid for s in out])
+    _bulk_indexes(conn, index_items)
+    return out
 
 
 def _taken(conn: Connection, new: list[dict]) -> str:

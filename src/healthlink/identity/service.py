@@ -321,8 +321,7 @@ class Identity:
                             for m in sorted(members[person])]
             new_persons.append((body, person))
         store.create_many(conn, new_persons, institution_id=None)
-        for person in sorted(set(members) - set(founders)):  # Persons that existed before
-            self._write_person(conn, person)
+        self._write_persons(conn, sorted(set(members) - set(founders)))  # Persons that existed before
         for pid, cand, p in reviews:
             self._review_task(conn, pid, cand, p)
         return outcomes
@@ -435,6 +434,36 @@ class Identity:
         if cur is None:
             return store.create(conn, body, institution_id=None, res_id=person_id)
         return store.update(conn, cur, body)
+
+    @staticmethod
+    def _write_persons(conn: Connection, person_ids: list[str]) -> None:
+        """:meth:`_write_person` for many Persons, one statement per table (a bulk upload's
+        Patients joining Persons of earlier uploads); the caller holds :func:`serialise`."""
+        c = t.person_link.c
+        creates: list[tuple[dict, str | None]] = []
+        updates: list[tuple[Stored, dict]] = []
+        for i in range(0, len(person_ids), 500):
+            chunk = person_ids[i:i + 500]
+            links: dict[str, list] = {p: [] for p in chunk}
+            for r in conn.execute(select(c.person_id, c.patient_id, c.assurance).where(c.person_id.in_(chunk))
+                                  .order_by(c.person_id, c.patient_id)):
+                links[r.person_id].append(r)
+            current = store.read_current_many(conn, [("Person", p) for p in chunk])
+            for person_id in chunk:
+                cur = current.get(("Person", person_id))
+                body: dict = cur.json() if cur is not None and not cur.deleted else {"resourceType": "Person"}
+                body.pop("meta", None)
+                body["active"] = bool(links[person_id])
+                body["link"] = [{"target": {"reference": f"Patient/{r.patient_id}"}, "assurance": r.assurance}
+                                for r in links[person_id]]
+                if not links[person_id]:
+                    body.pop("link")
+                if cur is None:
+                    creates.append((body, person_id))
+                else:
+                    updates.append((cur, body))
+        store.update_many(conn, updates)
+        store.create_many(conn, creates, institution_id=None)
 
     def _review_task(self, conn: Connection, pid: str, candidate: str, p: float) -> None:
         store.create(conn, {
