@@ -57,7 +57,7 @@ Index("ix_resource_type_updated", resource.c.res_type, resource.c.last_updated)
 resource_version = Table(
     "resource_version",
     metadata,
-    Column("rid", BigInteger, ForeignKey("resource.rid"), primary_key=True),
+    Column("rid", BigInteger, primary_key=True),  # resource.rid; no foreign key (ADR 0023)
     Column("version_id", Integer, primary_key=True),
     Column("res_type", String(64), nullable=False),
     Column("res_id", String(64), nullable=False),
@@ -74,7 +74,7 @@ def _index_table(name: str, *cols: Column, lookup: tuple[str, ...]) -> Table:
     t = Table(
         name,
         metadata,
-        Column("rid", BigInteger, ForeignKey("resource.rid"), nullable=False),
+        Column("rid", BigInteger, nullable=False),  # resource.rid; no foreign key (ADR 0023)
         Column("res_type", String(64), nullable=False),
         Column("param", String(64), nullable=False),
         *cols,

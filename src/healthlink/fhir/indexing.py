@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
-from functools import cache
+from functools import cache, lru_cache
 
 from healthlink.fhir import labels
 from healthlink.fhir.dates import MAX_US, parse_range
@@ -19,9 +19,11 @@ from healthlink.fhir.definitions import SearchParam, choice_names, patient_compa
 MAXLEN = 255
 
 
+@lru_cache(maxsize=1 << 16)
 def fold(text: str) -> str:
     """Case- and accent-insensitive form used by string search (FHIR: 'case- and
-    accent-insensitive'); CJK characters pass through unchanged."""
+    accent-insensitive'); CJK characters pass through unchanged.  Remembered: the same
+    displays and names come back in resource after resource (bulk ingest)."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()[:MAXLEN]
 
@@ -152,12 +154,13 @@ def index_rows(resource: dict, *, base_url: str | None = None) -> dict[str, list
     rt = resource["resourceType"]
     out: dict[str, list[dict]] = {}
     keys = resource.keys()
+    memo: dict[tuple, list] = {}
     for sp, firsts, choice_firsts in _params_plan(rt):
         # most parameters select nothing: skip those whose first element is absent
         if firsts is not None and not any(f in resource for f in firsts) and not any(
                 k.startswith(c) and k[len(c):len(c) + 1].isupper() for c in choice_firsts for k in keys):
             continue
-        rows = _rows_for(resource, sp, base_url)
+        rows = _rows_for(resource, sp, base_url, memo)
         if rows:
             out.setdefault(sp.type, []).extend(rows)
     out.setdefault("token", []).extend(label_rows(resource))
@@ -193,11 +196,18 @@ def _params_plan(res_type: str) -> tuple[tuple[SearchParam, frozenset[str] | Non
     return tuple(plan)
 
 
-def _rows_for(resource: dict, sp: SearchParam, base_url: str | None) -> list[dict]:
+def _rows_for(resource: dict, sp: SearchParam, base_url: str | None,
+              memo: dict[tuple, list] | None = None) -> list[dict]:
     rows: list[dict] = []
     seen: set = set()
     for path in sp.paths:
-        for v in evaluate(resource, path.steps):
+        if memo is None:
+            values: list = list(evaluate(resource, path.steps))
+        else:  # several parameters of a type share a path (subject / patient, code / combo-code)
+            values = memo.get(path.steps)  # type: ignore[assignment]
+            if values is None:
+                values = memo[path.steps] = list(evaluate(resource, path.steps))
+        for v in values:
             if sp.type == "token":
                 for system, code, text in _token_rows(v):
                     key = (system, code, text)

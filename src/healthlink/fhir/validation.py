@@ -169,7 +169,31 @@ def _required_and_choices(resource: dict, rt: str, root: str) -> Iterator[Issue]
             if len(found) > 1:
                 yield Issue("structure", f"{group}[x] may have only one type; found "
                             + ", ".join(sorted(found)), (f"{ppath}.{stem}[x]",))
-    yield from _extensions(resource, root)
+    if _bad_extension(resource):  # the paths are only built for a resource that has a problem
+        yield from _extensions(resource, root)
+
+
+def _bad_extension(node: object) -> bool:
+    """Whether :func:`_extensions` would find a problem (the same walk without paths)."""
+    if isinstance(node, dict):
+        for key, val in node.items():
+            if key == "contained":
+                continue
+            if key in ("extension", "modifierExtension") and isinstance(val, list):
+                for ext in val:
+                    if isinstance(ext, dict) and (
+                            not ext.get("url")
+                            or sum(1 for k in ext if k.startswith("value") and k[5:6].isupper()) > 1):
+                        return True
+                    if _bad_extension(ext):
+                        return True
+            elif isinstance(val, (dict, list)) and _bad_extension(val):
+                return True
+    elif isinstance(node, list):
+        for v in node:
+            if isinstance(v, (dict, list)) and _bad_extension(v):
+                return True
+    return False
 
 
 def _extensions(node: object, path: str) -> Iterator[Issue]:

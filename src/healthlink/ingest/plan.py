@@ -66,13 +66,15 @@ def new_resource_id(institution: str, res_type: str, key: str) -> str:
 def _references(node: object, out: list[str]) -> None:
     if isinstance(node, dict):
         for k, v in node.items():
-            if k == "reference" and isinstance(v, str):
-                out.append(v)
-            elif k != "contained":
+            if k == "reference":
+                if isinstance(v, str):
+                    out.append(v)
+            elif k != "contained" and isinstance(v, (dict, list)):
                 _references(v, out)
     elif isinstance(node, list):
         for v in node:
-            _references(v, out)
+            if isinstance(v, (dict, list)):
+                _references(v, out)
 
 
 def _source_id(rec: Record) -> str | None:

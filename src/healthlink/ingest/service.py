@@ -44,23 +44,30 @@ def _insert_ignore(conn: Connection, table, rows: list[dict]) -> None:  # noqa: 
 
 
 def _rewrite(node: object, plan: Plan, info: Info) -> object:
-    """Point the record's references at the stored ids."""
-    refs = {text: key for text, key in info.refs}
-    def walk(n: object) -> object:
+    """Point the record's references at the stored ids, in place (the record was parsed for
+    this pass alone); contained resources keep their own references."""
+    if not info.refs:
+        return node
+    refs = {}
+    for text, key in info.refs:
+        if key in plan.ids:
+            refs[text] = f"{key[0]}/{plan.ids[key]}"
+
+    def walk(n: object) -> None:
         if isinstance(n, dict):
-            out = {}
             for k, v in n.items():
-                if k == "reference" and isinstance(v, str) and v in refs and refs[v] in plan.ids:
-                    out[k] = f"{refs[v][0]}/{plan.ids[refs[v]]}"
-                elif k == "contained":
-                    out[k] = v
-                else:
-                    out[k] = walk(v)
-            return out
-        if isinstance(n, list):
-            return [walk(v) for v in n]
-        return n
-    return walk(node)
+                if k == "reference":
+                    if isinstance(v, str) and v in refs:
+                        n[k] = refs[v]
+                elif k != "contained" and isinstance(v, (dict, list)):
+                    walk(v)
+        elif isinstance(n, list):
+            for v in n:
+                if isinstance(v, (dict, list)):
+                    walk(v)
+    if refs:
+        walk(node)
+    return node
 
 
 def _same(stored: store.Stored, body: dict) -> bool:
