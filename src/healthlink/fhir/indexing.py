@@ -157,8 +157,8 @@ def index_rows(resource: dict, *, base_url: str | None = None) -> dict[str, list
     memo: dict[tuple, list] = {}
     for sp, firsts, choice_firsts in _params_plan(rt):
         # most parameters select nothing: skip those whose first element is absent
-        if firsts is not None and not any(f in resource for f in firsts) and not any(
-                k.startswith(c) and k[len(c):len(c) + 1].isupper() for c in choice_firsts for k in keys):
+        if firsts is not None and firsts.isdisjoint(keys) and (not choice_firsts or not any(
+                k.startswith(c) and k[len(c):len(c) + 1].isupper() for c in choice_firsts for k in keys)):
             continue
         rows = _rows_for(resource, sp, base_url, memo)
         if rows:
