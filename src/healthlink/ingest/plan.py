@@ -90,7 +90,11 @@ def raw_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def inspect(rec: Record) -> Info:
+def inspect(rec: Record, shared: dict | None = None) -> Info:
+    """The facts of one record that pass 2 and reference resolution need.  ``shared`` (the
+    plan's) holds one copy of each reference: an upload names the same Patient, Practitioner
+    and Organization in record after record, and these facts stay in memory for the whole
+    upload (docs/ingest.md, memory)."""
     if rec.resource is None:
         return Info(None, None, [], [], Finding("parse", None, rec.error or "not a resource"), raw_hash(rec.raw))
     res = rec.resource
@@ -108,26 +112,38 @@ def inspect(rec: Record) -> Info:
     _references({k: v for k, v in res.items() if k != "contained"}, texts)
     refs: list[tuple[str, Key]] = []
     for text in texts:
-        parts = text.split("/")
-        if len(parts) == 2 and parts[0][:1].isupper() and "?" not in text:
-            refs.append((text, (parts[0], parts[1])))
-        elif text.startswith("urn:uuid:"):
-            refs.append((text, ("", text)))  # resolved through fullUrl below
+        ref = shared.get(text) if shared is not None else None
+        if ref is None:
+            parts = text.split("/")
+            if len(parts) == 2 and parts[0][:1].isupper() and "?" not in text:
+                ref = (text, (parts[0], parts[1]))
+            elif text.startswith("urn:uuid:"):
+                ref = (text, ("", text))  # resolved through fullUrl below
+            else:
+                continue
+            if shared is not None:
+                shared[text] = ref
+        refs.append(ref)
     return Info(rt, sid, keys, refs, finding, digest)
 
 
 def read_plan(files: list[Path], institution: str, *, progress: Callable[[int], None] | None = None) -> Plan:
     plan = Plan(files, institution)
+    shared: dict[str, tuple[str, Key]] = {}
+    urns = False
     for n, (loc, rec) in enumerate(records(files), 1):
-        info = inspect(rec)
+        info = inspect(rec, shared)
         plan.infos[loc] = info
         if rec.full_url and info.res_type and info.source_id:
             plan.full_urls[rec.full_url] = (info.res_type, info.source_id)
+        urns = urns or any(key[0] == "" for _, key in info.refs)
         if progress and n % 1000 == 0:
             progress(n)
-    for info in plan.infos.values():
-        info.refs = [(text, plan.full_urls.get(text, key) if key[0] == "" else key)
-                     for text, key in info.refs]
+    if urns:  # Bundles: urn:uuid references point at an entry's fullUrl
+        resolved = {text: (text, plan.full_urls.get(text, key)) for text, (_, key) in shared.items() if key[0] == ""}
+        for info in plan.infos.values():
+            if any(key[0] == "" for _, key in info.refs):
+                info.refs = [resolved.get(text, (text, key)) for text, key in info.refs]
     return plan
 
 
