@@ -458,6 +458,18 @@ def const_in(column, values) -> ColumnElement:  # noqa: ANN001
     return column.in_([const(v) for v in sorted(values)])
 
 
+def in_many(conn: Connection, column, values: list) -> ColumnElement:  # noqa: ANN001
+    """``column IN (values)`` for a long list (a bulk upload's keys): one array parameter on
+    PostgreSQL (``= ANY(%s)``: one statement text whatever the length, so the driver and the
+    server parse it once), the ordinary expanding ``IN`` on SQLite."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(list(values))
+
+
 def bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple], *,
                 ignore_conflicts: bool = False) -> None:
     """Insert many rows into ``table`` inside ``conn``'s transaction, the fastest way each

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from healthlink.db import bulk_insert, driver_fetchone, reserve_ids
+from healthlink.db import bulk_insert, driver_fetchone, in_many, reserve_ids
 from healthlink.db import tables as t
 from healthlink.errors import Conflict, Gone, NotFound, PreconditionFailed
 from healthlink.fhir import fhirjson
@@ -109,7 +109,7 @@ def read_current_many(conn: Connection, keys: list[tuple[str, str]]) -> dict[tup
     out: dict[tuple[str, str], Stored] = {}
     for rt, ids in by_type.items():  # one type per statement: an index range, not a row-value scan
         rows = conn.execute(select(*_CURRENT_COLS).where(t.resource.c.res_type == rt,
-                                                         t.resource.c.res_id.in_(ids))).all()
+                                                         in_many(conn, t.resource.c.res_id, ids))).all()
         out.update(((r.res_type, r.res_id), row_to_stored(r)) for r in rows)
     return out
 

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, select
 
 from healthlink.access.roles import data_class
 from healthlink.access.repository import NOT_STORED
+from healthlink.db import in_many
 from healthlink.db import tables as t
 from healthlink.ingest.rules import Finding, first_finding
 from healthlink.ingest.sources import Record, read_records
@@ -169,7 +170,7 @@ def resolve(plan: Plan, conn: Connection) -> None:
     for rt, keys in _by_type(wanted).items():
         for chunk in _chunks(keys, 2000):
             rows = conn.execute(select(sk.key, sk.res_id).where(
-                sk.institution_id == inst, sk.res_type == rt, sk.key.in_(chunk))).all()
+                sk.institution_id == inst, sk.res_type == rt, in_many(conn, sk.key, chunk))).all()
             known.update({(rt, r.key): r.res_id for r in rows})
     in_upload: dict[Key, Info] = {}
     quarantined: dict[Key, Info] = {}
@@ -194,7 +195,7 @@ def resolve(plan: Plan, conn: Connection) -> None:
     for rt, ids in _by_type(outside).items():
         rows = [row for chunk in _chunks(ids, 2000) for row in conn.execute(
             select(r.res_type, r.res_id, r.institution_id).where(
-                r.res_type == rt, r.res_id.in_(chunk), r.deleted.is_(False)))]
+                r.res_type == rt, in_many(conn, r.res_id, chunk), r.deleted.is_(False)))]
         for row in rows:
             if row.institution_id == inst or data_class(row.res_type) == "directory":
                 stored.add((row.res_type, row.res_id))
