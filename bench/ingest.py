@@ -78,9 +78,13 @@ def run(url: str, region: Path, data_dir: Path, workers: int = 1) -> tuple[int, 
             n += rep.totals()["accepted"]
             QUARANTINED[url] = QUARANTINED.get(url, 0) + rep.totals()["quarantined"]
     else:  # institutions uploading at the same time, one process each (as over $import)
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers) as pool:
+        # spawned, not forked: this process's platform threads (ledger sequencer, SQLite
+        # checkpointer) may hold SQLite's own mutex at the fork, and a forked child then hangs
+        # in its first sqlite3.connect (seen: both workers stuck there, the run never ended)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             for accepted, quarantined in pool.map(_ingest_folder, [(url, str(f), str(data_dir)) for f in folders]):
                 n += accepted
                 QUARANTINED[url] = QUARANTINED.get(url, 0) + quarantined
