@@ -265,3 +265,37 @@ def test_records_of_one_person_in_one_upload_share_a_person(platform, make_insti
             linked = {lk["target"]["reference"] for lk in body["link"]}
             mine = {r.patient_id for r in conn.execute(select(pl.patient_id).where(pl.person_id == person))}
             assert linked == {f"Patient/{m}" for m in mine}
+
+
+def test_persons_written_together_are_version_guarded_and_searchable(client, platform, staff):
+    """``store.update_many`` (the EMPI's batch write of Persons): every resource gets its next
+    version and fresh index rows; if one changed meanwhile, the writer is refused and, its
+    transaction rolled back, nothing of the batch is kept."""
+    from healthlink.errors import PreconditionFailed
+    from healthlink.fhir import store
+
+    pids = [str(uuid.uuid4()) for _ in range(3)]
+    with platform.db.write() as conn:
+        made = store.create_many(conn, [({"resourceType": "Person", "active": True,
+                                          "link": [{"target": {"reference": f"Patient/{p}"}}]}, None)
+                                        for p in pids], institution_id=None)
+    with platform.db.write() as conn:
+        new = store.update_many(conn, [(s, {"resourceType": "Person", "active": True, "link": [
+            {"target": {"reference": f"Patient/{p}"}}, {"target": {"reference": f"Patient/{p}-b"}}]})
+            for s, p in zip(made, pids)])
+    assert [s.version_id for s in new] == [2, 2, 2]
+    reviewer = staff("empi_reviewer")
+    for s, p in zip(made, pids):
+        r = client.get(f"/fhir/Person/{s.res_id}", headers=reviewer.headers).json()
+        assert r["meta"]["versionId"] == "2" and len(r["link"]) == 2
+        for ref in (f"Patient/{p}", f"Patient/{p}-b"):
+            found = client.get("/fhir/Person", params={"link": ref}, headers=reviewer.headers).json()
+            assert [e["resource"]["id"] for e in found["entry"]] == [s.res_id]
+    # made[0] is stale now (version 1): the batch is refused and rolled back
+    with pytest.raises(PreconditionFailed, match=f"Person/{made[0].res_id} changed"):
+        with platform.db.write() as conn:
+            store.update_many(conn, [(new[1], {"resourceType": "Person", "active": False}),
+                                     (made[0], {"resourceType": "Person", "active": False})])
+    for s in made[:2]:
+        r = client.get(f"/fhir/Person/{s.res_id}", headers=reviewer.headers).json()
+        assert r["meta"]["versionId"] == "2" and r["active"] is True
