@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, Engine, Table, create_engine, event, literal_column
+from sqlalchemy import ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, literal_column
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -463,9 +464,6 @@ def in_many(conn: Connection, column, values: list) -> ColumnElement:  # noqa: A
     PostgreSQL (``= ANY(%s)``: one statement text whatever the length, so the driver and the
     server parse it once), the ordinary expanding ``IN`` on SQLite."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy import any_, bindparam
-        from sqlalchemy.dialects.postgresql import ARRAY
-
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(list(values))
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select
+from sqlalchemy import Connection, and_, bindparam, insert, select
 from sqlalchemy import update as sql_update  # store.update below is the FHIR interaction
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
@@ -167,8 +167,7 @@ def _write_indexes(conn: Connection, rid: int, res_type: str, rows: dict[str, li
 
 
 def _clear_indexes(conn: Connection, rid: int) -> None:
-    for table in t.INDEX_TABLES.values():
-        conn.execute(delete(table).where(table.c.rid == rid))
+    _clear_indexes_many(conn, [rid])
 
 
 def create(conn: Connection, resource: dict, *, institution_id: str | None,

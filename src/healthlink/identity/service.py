@@ -64,6 +64,23 @@ def serialise(conn: Connection) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LINK_LOCK})")
 
 
+def _person_body(cur: Stored | None, links: list, *, founder: dict | None = None) -> dict:
+    """The Person resource in line with its ``person_link`` rows (``patient_id``, ``assurance``,
+    by Patient id): the stored one's other elements kept, a new one's demographics taken from
+    its ``founder`` Patient."""
+    body: dict = cur.json() if cur is not None and not cur.deleted else {"resourceType": "Person"}
+    body.pop("meta", None)
+    if founder is not None and cur is None:
+        for k in ("name", "gender", "birthDate"):
+            if founder.get(k):
+                body[k] = founder[k]
+    body["active"] = bool(links)
+    body["link"] = [{"target": {"reference": f"Patient/{r.patient_id}"}, "assurance": r.assurance} for r in links]
+    if not links:
+        body.pop("link")
+    return body
+
+
 @dataclass
 class LinkOutcome:
     patient_id: str
@@ -420,17 +437,7 @@ class Identity:
         links = conn.execute(select(c.patient_id, c.assurance).where(c.person_id == person_id)
                              .order_by(c.patient_id)).all()
         cur = store.read_current(conn, "Person", person_id, for_update=True)
-        body: dict = cur.json() if cur is not None and not cur.deleted else {"resourceType": "Person"}
-        body.pop("meta", None)
-        if founder is not None and cur is None:
-            for k in ("name", "gender", "birthDate"):
-                if founder.get(k):
-                    body[k] = founder[k]
-        body["active"] = bool(links)
-        body["link"] = [{"target": {"reference": f"Patient/{r.patient_id}"}, "assurance": r.assurance}
-                        for r in links]
-        if not links:
-            body.pop("link")
+        body = _person_body(cur, links, founder=founder)
         if cur is None:
             return store.create(conn, body, institution_id=None, res_id=person_id)
         return store.update(conn, cur, body)
@@ -451,13 +458,7 @@ class Identity:
             current = store.read_current_many(conn, [("Person", p) for p in chunk])
             for person_id in chunk:
                 cur = current.get(("Person", person_id))
-                body: dict = cur.json() if cur is not None and not cur.deleted else {"resourceType": "Person"}
-                body.pop("meta", None)
-                body["active"] = bool(links[person_id])
-                body["link"] = [{"target": {"reference": f"Patient/{r.patient_id}"}, "assurance": r.assurance}
-                                for r in links[person_id]]
-                if not links[person_id]:
-                    body.pop("link")
+                body = _person_body(cur, links[person_id])
                 if cur is None:
                     creates.append((body, person_id))
                 else:
